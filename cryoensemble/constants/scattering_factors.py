@@ -1,0 +1,100 @@
+"""Tabulated electron scattering factors.
+
+Peng et al. (1996) five-gaussian parameters come from gemmi (`Element.c4322`,
+International Tables C, Table 4.3.2.2): f(q) = sum_i a_i exp(-b_i q^2) with q = |xi| / 2,
+a_i in A and b_i in A^2. Nothing is typed in by hand.
+"""
+
+from functools import lru_cache
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+from ..errors import UnsupportedElementError
+
+
+# gemmi knows elements up to Og (118); its Peng table stops earlier (Cf, 98).
+_MAX_ATOMIC_NUMBER = 118
+
+
+@lru_cache(maxsize=1)
+def peng_table() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The whole Peng (1996) table from gemmi, indexed by atomic number.
+
+    **Returns:**
+
+    `(a, b, supported)`: `a` and `b` of shape `(119, 5)` (row Z holds element Z; rows of
+    unsupported elements are NaN), and a boolean mask of the elements gemmi tabulates.
+    """
+    import gemmi
+
+    a = np.full((_MAX_ATOMIC_NUMBER + 1, 5), np.nan)
+    b = np.full((_MAX_ATOMIC_NUMBER + 1, 5), np.nan)
+    supported = np.zeros(_MAX_ATOMIC_NUMBER + 1, dtype=bool)
+    for z in range(1, _MAX_ATOMIC_NUMBER + 1):
+        coefficients = gemmi.Element(z).c4322
+        if coefficients is None:
+            continue
+        values = np.asarray(coefficients.get_coefs(), dtype=np.float64)
+        a[z], b[z] = values[:5], values[5:]
+        supported[z] = True
+    return a, b, supported
+
+
+def element_symbol(atomic_number: int) -> str:
+    """The chemical symbol of an atomic number (`'?'` if gemmi does not know it)."""
+    import gemmi
+
+    if 1 <= int(atomic_number) <= _MAX_ATOMIC_NUMBER:
+        return gemmi.Element(int(atomic_number)).name
+    return f"Z={int(atomic_number)}"
+
+
+def check_atomic_numbers(
+    atomic_numbers, supported: np.ndarray, table_name: str
+) -> np.ndarray:
+    """Validate atomic numbers against a table's supported elements.
+
+    Raises `UnsupportedElementError` naming every element the table lacks.
+    """
+    atomic_numbers = np.asarray(atomic_numbers)
+    if atomic_numbers.ndim != 1:
+        raise ValueError(
+            f"atom_types must be a 1D array of atomic numbers; got shape {atomic_numbers.shape}"
+        )
+    if not np.issubdtype(atomic_numbers.dtype, np.integer):
+        raise TypeError(
+            f"atom_types must hold integer atomic numbers; got dtype {atomic_numbers.dtype}"
+        )
+    in_range = (atomic_numbers >= 1) & (atomic_numbers <= _MAX_ATOMIC_NUMBER)
+    ok = np.zeros_like(in_range)
+    ok[in_range] = supported[atomic_numbers[in_range]]
+    if not ok.all():
+        bad = sorted({int(z) for z in atomic_numbers[~ok]})
+        names = ", ".join(f"{element_symbol(z)} (Z={z})" for z in bad)
+        raise UnsupportedElementError(f"{table_name} has no parameters for: {names}")
+    return atomic_numbers
+
+
+class PengScatteringFactorParameters(eqx.Module, strict=True):
+    """Peng et al. (1996) electron scattering factor parameters, one row per atom.
+
+    `a` (A) and `b` (A^2) have shape `(n_atoms, 5)`; the scattering factor of atom n is
+    `f(q) = sum_i a[n, i] exp(-b[n, i] q^2)` with `q = |xi| / 2`.
+    """
+
+    a: Float[Array, "n_atoms 5"]
+    b: Float[Array, "n_atoms 5"]
+
+    def __init__(self, atom_types: Int[np.ndarray, " n_atoms"] | Int[Array, " n_atoms"]):
+        """**Arguments:**
+
+        - `atom_types`: atomic numbers, shape `(n_atoms,)` (as returned by
+          `cryoensemble.io.read_atoms_from_pdb`).
+        """
+        a, b, supported = peng_table()
+        atom_types = check_atomic_numbers(atom_types, supported, "The Peng (1996) table")
+        self.a = jnp.asarray(a[atom_types])
+        self.b = jnp.asarray(b[atom_types])

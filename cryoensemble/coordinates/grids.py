@@ -1,0 +1,23 @@
+"""Coordinate grids in A, with the cryojax centring: voxel i of an axis of length n sits
+at (i - n // 2) * voxel_size."""
+
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+
+def make_coordinate_axis(n: int, voxel_size: float) -> Float[np.ndarray, " n"]:
+    """Voxel-centre coordinates along one axis, in A."""
+    return (np.arange(n) - n // 2) * float(voxel_size)
+
+
+def make_coordinate_grid(
+    shape: tuple[int, ...], voxel_size: float = 1.0
+) -> Float[Array, "... ndim"]:
+    """A grid of voxel-centre coordinates, shape `shape + (ndim,)`.
+
+    For a volume of shape (nz, ny, nx) the last axis holds (x, y, z), as positions do.
+    """
+    axes = [jnp.asarray(make_coordinate_axis(n, voxel_size)) for n in shape]
+    mesh = jnp.meshgrid(*axes, indexing="ij")
+    return jnp.stack(mesh[::-1], axis=-1)

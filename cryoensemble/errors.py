@@ -1,0 +1,21 @@
+"""Errors that name the input and what is wrong with it."""
+
+
+class CryoEnsembleError(Exception):
+    """Base class of cryoensemble's own errors."""
+
+
+class UnsupportedElementError(CryoEnsembleError, ValueError):
+    """An element that a scattering table does not cover."""
+
+
+class StructureReadError(CryoEnsembleError, ValueError):
+    """A structure file that cannot be read into atoms (malformed, empty, NaN, ...)."""
+
+
+class ElementInferenceError(StructureReadError):
+    """An atom whose element cannot be inferred from a file with no element column."""
+
+
+class BatchOptionsError(CryoEnsembleError, ValueError):
+    """An invalid `batch_options` entry."""

@@ -1,0 +1,48 @@
+"""The volume interface: parametrizations, representations and atom volumes.
+
+Volumes ("scattering potentials") are in units of A^-2: the rescaled potential
+U = m0 e V / (2 pi hbar^2) whose Fourier transform is the electron scattering factor.
+"""
+
+from abc import abstractmethod
+from typing import Self
+
+import equinox as eqx
+from jaxtyping import PRNGKeyArray
+
+from .pose import AbstractPose
+
+
+class AbstractVolumeParametrization(eqx.Module, strict=True):
+    """A parametrization of a volume, mapped to a representation for imaging.
+
+    Implement this when how a volume is parametrized for analysis (an ensemble, a
+    stochastic model) differs from how it is represented for rendering.
+    """
+
+    @abstractmethod
+    def to_representation(
+        self, rng_key: PRNGKeyArray | None = None
+    ) -> "AbstractVolumeRepresentation":
+        """Compute the representation used for rendering.
+
+        **Arguments:**
+
+        - `rng_key`: an optional key, for stochastic parametrizations.
+        """
+
+
+class AbstractVolumeRepresentation(AbstractVolumeParametrization, strict=True):
+    """A concrete representation of a volume: atoms, voxels, ..."""
+
+    @abstractmethod
+    def rotate_to_pose(self, pose: AbstractPose, inverse: bool = False) -> Self:
+        """Rotate the coordinate system of the volume by `pose` (`R^T` if `inverse`)."""
+
+
+class AbstractAtomVolume(AbstractVolumeRepresentation, strict=True):
+    """A volume represented as a point cloud of atoms."""
+
+    @abstractmethod
+    def translate_to_pose(self, pose: AbstractPose) -> Self:
+        """Translate the atoms by the pose's offset (A)."""
