@@ -37,8 +37,8 @@ def peng_table() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         coefficients = gemmi.Element(z).c4322
         if coefficients is None:
             continue
-        values = np.asarray(coefficients.get_coefs(), dtype=np.float64)
-        a[z], b[z] = values[:5], values[5:]
+        # .a/.b give the tabulated decimals; get_coefs() gives float32-rounded copies.
+        a[z], b[z] = coefficients.a, coefficients.b
         supported[z] = True
     return a, b, supported
 

@@ -29,6 +29,8 @@ ION_RESIDUES = {
     "ZN": "Zn", "ZN2": "Zn", "FE": "Fe", "FE2": "Fe", "CS": "Cs", "CES": "Cs", "LI": "Li",
     "LIT": "Li", "RB": "Rb", "BR": "Br", "IOD": "I", "F": "F",
 }
+# Massless virtual sites of 4- and 5-site water models and lone pairs: no electrons.
+VIRTUAL_SITES = frozenset({"MW", "OM", "EPW", "EP", "EP1", "EP2", "LP", "LP1", "LP2", "MN1", "MN2"})
 _ORGANIC_FIRST_LETTERS = {"H": "H", "D": "H", "C": "C", "N": "N", "O": "O", "S": "S", "P": "P"}
 
 
@@ -62,16 +64,21 @@ class AtomicModel:
         return self.positions.shape[1]
 
 
-def infer_element(atom_name: str, residue_name: str) -> str:
+def infer_element(atom_name: str, residue_name: str) -> str | None:
     """The element of an atom in an MD-written file, from its atom and residue names.
 
     Ions are recognised by residue name (`SOD`, `CLA`, `MG`, ...); every other atom takes
     the element of its name's first letter among H (D), C, N, O, S, P, after any leading
-    digits (`1HB` is hydrogen). Raises `ElementInferenceError` otherwise.
+    digits (`1HB` is hydrogen). Virtual sites (`MW` of TIP4P, lone pairs) give `None`.
+    Raises `ElementInferenceError` otherwise.
     """
     name = atom_name.strip().upper().lstrip("0123456789")
     residue = residue_name.strip().upper()
-    if residue in ION_RESIDUES and name.startswith(ION_RESIDUES[residue].upper()[:1]):
+    if name in VIRTUAL_SITES:
+        return None
+    if residue in ION_RESIDUES and (
+        name == residue or name.startswith(ION_RESIDUES[residue].upper())
+    ):
         return ION_RESIDUES[residue]
     if name and name[0] in _ORGANIC_FIRST_LETTERS:
         return _ORGANIC_FIRST_LETTERS[name[0]]
@@ -126,6 +133,8 @@ def _read_model(model, path, infer, loads_hydrogens, loads_waters, loads_hetero)
                         element = infer_element(atom.name, residue.name)
                     except ElementInferenceError as error:
                         raise ElementInferenceError(f"{path}: {error}") from None
+                    if element is None:  # a virtual site
+                        continue
                 else:
                     element = atom.element.name
                 if element in ("H", "D") and not loads_hydrogens:
@@ -169,8 +178,10 @@ def read_atomic_model(
     except (RuntimeError, ValueError, OSError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise StructureReadError(f"{path}: not a readable PDB/mmCIF file ({message})") from None
-    if len(structure) == 0:
-        raise StructureReadError(f"{path}: no models with atoms in the file")
+    if len(structure) == 0 or all(model.count_atom_sites() == 0 for model in structure):
+        raise StructureReadError(
+            f"{path}: no atom records (empty, or not a PDB/mmCIF file)"
+        )
     indices = range(len(structure)) if model_index is None else [model_index]
     if model_index is not None and not (0 <= model_index < len(structure)):
         raise StructureReadError(

@@ -45,7 +45,7 @@ class GaussianMixtureRenderFn(AbstractVolumeRenderFn, strict=True):
     - erf((r_j^l - r'_j - dr/2)/sqrt(2 s_i^2))]`, the average of the potential over the
     voxel, summed over atoms. Each atom is evaluated only on the cube of voxels within
     `support_radius` of it; by default that radius is the smallest for which, atom by
-    atom, the L2 norm of what is dropped is at most `truncation` (1e-6) of the atom's own
+    atom, the L2 norm of what is dropped is at most `truncation` (1e-6 in float32) of the atom's own
     norm (see `cryoensemble.simulator.gaussian_kernels.support_radius`), so the cost
     scales with atoms x the local support, not atoms x grid.
 
@@ -62,7 +62,7 @@ class GaussianMixtureRenderFn(AbstractVolumeRenderFn, strict=True):
     voxel_size: Float[Array, ""]
     batch_size: int | None = eqx.field(static=True)
     n_batches: int = eqx.field(static=True)
-    truncation: float = eqx.field(static=True)
+    truncation: float | None = eqx.field(static=True)
     support_radius: float | None = eqx.field(static=True)
     voxel_size_value: float = eqx.field(static=True)
 
@@ -72,7 +72,7 @@ class GaussianMixtureRenderFn(AbstractVolumeRenderFn, strict=True):
         voxel_size,
         *,
         batch_options: dict[str, Any] = {},
-        truncation: float = 1e-6,
+        truncation: float | None = None,
         support_radius: float | None = None,
     ):
         """**Arguments:**
@@ -88,7 +88,8 @@ class GaussianMixtureRenderFn(AbstractVolumeRenderFn, strict=True):
               the grid in slabs of this many planes, each slab visiting every atom, which
               bounds the grid being accumulated but repeats work). On the dense fallback
               path the default is 1 plane per step, as in cryojax.
-        - `truncation`: the relative L2 bound on what the local evaluation drops.
+        - `truncation`: the relative L2 bound on what the local evaluation drops. Default:
+          1e-6 for float32 volumes, 1e-12 for float64 ones (x64 users want the digits).
         - `support_radius`: the half-width in A of each atom's cube of voxels; overrides
           `truncation` and keeps the fast path when variances are traced.
         """
@@ -115,7 +116,7 @@ class GaussianMixtureRenderFn(AbstractVolumeRenderFn, strict=True):
                 f"GaussianMixtureRenderFn: voxel_size must be a concrete positive scalar "
                 f"(A); got {voxel_size!r}"
             )
-        if not (0 < truncation < 1):
+        if truncation is not None and not (0 < truncation < 1):
             raise ValueError(
                 f"GaussianMixtureRenderFn: truncation must be in (0, 1); got {truncation}"
             )
@@ -128,7 +129,7 @@ class GaussianMixtureRenderFn(AbstractVolumeRenderFn, strict=True):
         self.voxel_size_value = float(value)
         self.batch_size = batch_size
         self.n_batches = _check_positive_int(batch_options, "n_batches", 1)
-        self.truncation = float(truncation)
+        self.truncation = None if truncation is None else float(truncation)
         self.support_radius = None if support_radius is None else float(support_radius)
 
     @property
@@ -143,7 +144,10 @@ class GaussianMixtureRenderFn(AbstractVolumeRenderFn, strict=True):
         amplitudes, variances = _concrete(volume.amplitudes), _concrete(volume.variances)
         if amplitudes is None or variances is None:
             return None
-        return support_radius(amplitudes, variances, self.voxel_size_value, self.truncation)
+        truncation = self.truncation
+        if truncation is None:
+            truncation = 1e-12 if variances.dtype == np.float64 else 1e-6
+        return support_radius(amplitudes, variances, self.voxel_size_value, truncation)
 
     def _check(self, volume) -> GaussianMixtureVolume:
         if not isinstance(volume, GaussianMixtureVolume):

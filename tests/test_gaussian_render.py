@@ -1,0 +1,259 @@
+"""GaussianMixtureRenderFn against golden volumes, a float64 direct sum and physics."""
+
+import warnings
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import GOLDEN, direct_voxel_average, relative_l2
+from cryoensemble.constants import PengScatteringFactorParameters
+from cryoensemble.errors import BatchOptionsError
+from cryoensemble.simulator import (
+    AxisAnglePose,
+    EulerAnglePose,
+    GaussianMixtureRenderFn,
+    GaussianMixtureVolume,
+    QuaternionPose,
+)
+
+
+def golden_case(name):
+    data = np.load(GOLDEN[name])
+    volume = GaussianMixtureVolume.from_tabulated_parameters(
+        data["positions_xyz_angstrom"],
+        PengScatteringFactorParameters(data["atomic_numbers"]),
+        data["extra_b_factors"],
+    )
+    render = GaussianMixtureRenderFn(
+        tuple(int(s) for s in data["shape_zyx"]), float(data["voxel_size_angstrom"])
+    )
+    return volume, render, data["volume_zyx"]
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_golden_float32(name):
+    volume, render, reference = golden_case(name)
+    out = render(volume)
+    assert out.dtype == jnp.float32
+    assert out.shape == reference.shape
+    assert relative_l2(out, reference) <= 1e-5
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_golden_float64(name, x64):
+    volume, render, reference = golden_case(name)
+    out = render(volume)
+    assert out.dtype == jnp.float64
+    assert relative_l2(out, reference) <= 1e-9
+
+
+def small_mixture(seed=0, n=6, g=3, extent=4.0):
+    rng = np.random.default_rng(seed)
+    positions = rng.uniform(-extent, extent, (n, 3))
+    amplitudes = rng.uniform(0.2, 1.5, (n, g))
+    variances = rng.uniform(0.05, 1.2, (n, g))
+    return positions, amplitudes, variances
+
+
+def test_matches_float64_direct_sum(x64):
+    positions, amplitudes, variances = small_mixture()
+    shape, voxel_size = (17, 20, 23), 0.7
+    reference = direct_voxel_average(positions, amplitudes, variances, shape, voxel_size)
+    volume = GaussianMixtureVolume(positions, amplitudes, variances)
+    out = GaussianMixtureRenderFn(shape, voxel_size)(volume)
+    assert relative_l2(out, reference) <= 1e-11
+
+
+@pytest.mark.parametrize("truncation", [1e-3, 1e-4, 1e-6])
+def test_truncation_bound_holds(x64, truncation):
+    """The dropped tails stay under the stated relative L2 bound."""
+    data = np.load(GOLDEN["cubic96"])
+    keep = slice(0, 400)  # a few residues: enough overlap, cheap reference
+    positions = data["positions_xyz_angstrom"][keep]
+    parameters = PengScatteringFactorParameters(data["atomic_numbers"][keep])
+    volume = GaussianMixtureVolume.from_tabulated_parameters(positions, parameters, 15.0)
+    shape, voxel_size = (48, 48, 48), 1.0
+    exact = GaussianMixtureRenderFn(shape, voxel_size, truncation=1e-14)(volume)
+    render = GaussianMixtureRenderFn(shape, voxel_size, truncation=truncation)
+    error = relative_l2(render(volume), exact)
+    assert 0 < error <= truncation
+    # The bound is not vacuous: a smaller support does drop more than it.
+    radius = render.support_radius_for(volume)
+    narrow = GaussianMixtureRenderFn(shape, voxel_size, support_radius=0.4 * radius)
+    assert relative_l2(narrow(volume), exact) > truncation
+
+
+def test_integrates_to_sum_of_amplitudes():
+    volume, render, _ = golden_case("cubic96")
+    out = np.asarray(render(volume), np.float64)
+    assert out.sum() * 1.0**3 == pytest.approx(float(np.sum(volume.amplitudes)), rel=1e-5)
+
+
+def test_integer_voxel_translation_shifts_the_array():
+    volume, render, _ = golden_case("cubic96")
+    shift_zyx = (2, -3, 1)
+    pose = EulerAnglePose(
+        offset_x_in_angstroms=shift_zyx[2] * 1.0,
+        offset_y_in_angstroms=shift_zyx[1] * 1.0,
+        offset_z_in_angstroms=shift_zyx[0] * 1.0,
+    )
+    moved = np.asarray(render(volume.translate_to_pose(pose)))
+    expected = np.roll(np.asarray(render(volume)), shift_zyx, axis=(0, 1, 2))
+    assert relative_l2(moved, expected) <= 1e-5  # float32 rounding of the moved positions
+
+
+@pytest.mark.parametrize(
+    "pose",
+    [
+        EulerAnglePose(phi_angle=90.0),
+        QuaternionPose(wxyz=(np.cos(np.pi / 4), 0.0, 0.0, np.sin(np.pi / 4))),
+        AxisAnglePose(euler_vector=(0.0, 0.0, 90.0)),
+    ],
+)
+def test_90_degree_pose_permutes_axes(pose):
+    positions, amplitudes, variances = small_mixture(seed=3, n=8)
+    volume = GaussianMixtureVolume(positions, amplitudes, variances)
+    render = GaussianMixtureRenderFn((21, 21, 21), 0.8)  # odd: the grid maps onto itself
+    original = np.asarray(render(volume))
+    rotated = np.asarray(render(volume.rotate_to_pose(pose)))
+    # A +90 degree turn about z sends (x, y) to (-y, x): new[z, j, i] = old[z, n-1-i, j].
+    expected = np.transpose(original[:, ::-1, :], (0, 2, 1))
+    assert relative_l2(rotated, expected) <= 1e-5
+    back = np.asarray(render(volume.rotate_to_pose(pose).rotate_to_pose(pose, inverse=True)))
+    assert relative_l2(back, original) <= 1e-5
+
+
+def test_larger_b_factor_lowers_the_peak():
+    data = np.load(GOLDEN["cubic96"])
+    parameters = PengScatteringFactorParameters(data["atomic_numbers"])
+    render = GaussianMixtureRenderFn((96, 96, 96), 1.0)
+    peaks = [
+        float(
+            render(
+                GaussianMixtureVolume.from_tabulated_parameters(
+                    data["positions_xyz_angstrom"], parameters, b
+                )
+            ).max()
+        )
+        for b in (0.0, 30.0, 100.0)
+    ]
+    assert peaks[0] > peaks[1] > peaks[2] > 0
+
+
+def test_batch_options_give_the_same_volume():
+    volume, _, _ = golden_case("cubic96")
+    reference = GaussianMixtureRenderFn((96, 96, 96), 1.0)(volume)
+    for options in ({"n_batches": 3}, {"batch_size": 7}, {"batch_size": 20, "n_batches": 5}):
+        out = GaussianMixtureRenderFn((96, 96, 96), 1.0, batch_options=options)(volume)
+        assert relative_l2(out, reference) <= 1e-6, options
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"n_batches": 0}, {"batch_size": -1}, {"batch_size": 1000}, {"n_batches": 2.5}, {"chunks": 2}],
+)
+def test_bad_batch_options_raise(options):
+    with pytest.raises(BatchOptionsError):
+        render = GaussianMixtureRenderFn((96, 96, 96), 1.0, batch_options=options)
+        render(GaussianMixtureVolume(np.zeros((1, 3)), 1.0, 1.0))
+
+
+def test_n_batches_larger_than_atoms_raises():
+    render = GaussianMixtureRenderFn((8, 8, 8), 1.0, batch_options={"n_batches": 5})
+    with pytest.raises(BatchOptionsError, match="n_batches"):
+        render(GaussianMixtureVolume(np.zeros((2, 3)), 1.0, 1.0))
+
+
+def test_slabs_equal_the_whole_volume_bitwise():
+    volume, render, _ = golden_case("cubic96")
+    whole = np.asarray(render(volume))
+    for z0, size in ((0, 13), (13, 40), (53, 43)):
+        slab = np.asarray(render.render_slab(volume, z0, size))
+        np.testing.assert_array_equal(slab, whole[z0 : z0 + size])
+
+
+def test_traced_variances_fall_back_to_exact_dense_path():
+    positions, amplitudes, variances = small_mixture(seed=1)
+    volume = GaussianMixtureVolume(positions, amplitudes, variances)
+    render = GaussianMixtureRenderFn((16, 16, 16), 1.0)
+    eager = render(volume)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        jitted = eqx.filter_jit(render)(volume)
+    assert any("traced" in str(w.message) for w in caught)
+    assert relative_l2(jitted, eager) <= 1e-5
+
+
+def test_jit_and_vmap_with_support_radius():
+    positions, amplitudes, variances = small_mixture(seed=2)
+    render = GaussianMixtureRenderFn((16, 16, 16), 1.0, support_radius=6.0)
+
+    @jax.jit
+    def one(p):
+        return render(GaussianMixtureVolume(p, amplitudes, variances))
+
+    stack = jax.vmap(one)(jnp.stack([positions, positions + 1.0]))
+    eager = GaussianMixtureRenderFn((16, 16, 16), 1.0)
+    assert relative_l2(stack[0], eager(GaussianMixtureVolume(positions, amplitudes, variances))) <= 1e-5
+    assert relative_l2(
+        stack[1], eager(GaussianMixtureVolume(positions + 1.0, amplitudes, variances))
+    ) <= 1e-5
+
+
+def test_gradients_match_finite_differences(x64):
+    positions, amplitudes, variances = small_mixture(seed=4, n=3, g=2, extent=2.0)
+    shape, voxel_size = (12, 12, 12), 0.9
+    weights = np.random.default_rng(5).normal(size=shape)
+    render = GaussianMixtureRenderFn(shape, voxel_size, support_radius=8.0)
+
+    def loss(p, a, v):
+        return jnp.sum(render(GaussianMixtureVolume(p, a, v)) * weights)
+
+    grads = jax.grad(loss, argnums=(0, 1, 2))(positions, amplitudes, variances)
+    step = 1e-6
+    for which, (argument, grad) in enumerate(zip((positions, amplitudes, variances), grads)):
+        for index in [(0, 0), (1, 1), (2, 0)]:
+            plus, minus = [a.copy() for a in (argument, argument)]
+            plus[index] += step
+            minus[index] -= step
+            args_plus = [positions, amplitudes, variances]
+            args_minus = [positions, amplitudes, variances]
+            args_plus[which], args_minus[which] = plus, minus
+            numeric = (loss(*args_plus) - loss(*args_minus)) / (2 * step)
+            assert float(grad[index]) == pytest.approx(float(numeric), rel=1e-5, abs=1e-8)
+
+
+def test_fourier_outputs():
+    positions, amplitudes, variances = small_mixture(seed=6)
+    volume = GaussianMixtureVolume(positions, amplitudes, variances)
+    render = GaussianMixtureRenderFn((10, 12, 14), 1.0)
+    real = np.asarray(render(volume), np.float64)
+    rfft = render(volume, outputs_real_space=False, outputs_rfft=True)
+    fft_shifted = render(volume, outputs_real_space=False, fftshifted=True)
+    assert rfft.shape == (10, 12, 8)
+    np.testing.assert_allclose(rfft, np.fft.rfftn(real), atol=1e-4 * np.abs(rfft).max())
+    np.testing.assert_allclose(
+        fft_shifted, np.fft.fftshift(np.fft.fftn(real)), atol=1e-4 * np.abs(rfft).max()
+    )
+
+
+@pytest.mark.parametrize(
+    "amplitudes, variances, n_gaussians",
+    [(1.0, 0.5, 1), (jnp.asarray(1.0), jnp.asarray(0.5), 1), (np.ones(4), np.full(4, 0.5), 1),
+     (np.ones((4, 3)), np.full((4, 3), 0.5), 3), (np.ones((4, 3)), 0.5, 3)],
+)
+def test_volume_accepts_the_four_parameter_forms(amplitudes, variances, n_gaussians):
+    volume = GaussianMixtureVolume(np.zeros((4, 3)), amplitudes, variances)
+    assert volume.amplitudes.shape == volume.variances.shape == (4, n_gaussians)
+
+
+def test_volume_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="positions"):
+        GaussianMixtureVolume(np.zeros((4, 2)), 1.0, 1.0)
+    with pytest.raises(ValueError, match="amplitudes"):
+        GaussianMixtureVolume(np.zeros((4, 3)), np.ones(5), 1.0)
+    with pytest.raises(TypeError, match="GaussianMixtureVolume"):
+        GaussianMixtureRenderFn((8, 8, 8), 1.0)(np.zeros((4, 3)))
