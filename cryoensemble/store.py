@@ -14,6 +14,7 @@ import datetime
 import json
 import os
 import shutil
+import warnings
 from typing import Any
 
 import numpy as np
@@ -177,8 +178,13 @@ def _create(path, layout, parameters, labels, attributes):
         POTENTIAL: {"chunks": layout.chunks, "compressors": (compressor,)},
         RENDERED: {"chunks": (1,)},
     }
-    dataset.to_zarr(path, mode="w-", compute=False, zarr_format=3, encoding=encoding,
-                    consolidated=False)
+    # Metadata never changes after creation, so it is consolidated once: opening is fast
+    # and plain `xarray.open_zarr(path)` works.
+    with warnings.catch_warnings():
+        # zarr notes that consolidation is an extension of format 3; readers here use it.
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        dataset.to_zarr(path, mode="w-", compute=False, zarr_format=3, encoding=encoding,
+                        consolidated=True)
     # Every chunk is written, zeros too: its presence is part of "done".
     for name in (POTENTIAL, RENDERED):
         array = zarr.open_array(path, path=name, mode="r+")
@@ -223,4 +229,4 @@ def open_store(path: str):
     """Open a store lazily as an `xarray.Dataset`."""
     import xarray as xr
 
-    return xr.open_zarr(path, consolidated=False)
+    return xr.open_zarr(path, consolidated=True)

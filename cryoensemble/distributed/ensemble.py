@@ -203,16 +203,19 @@ def render_ensemble(
         if overwrite:  # a replaced store starts empty
             todo = np.flatnonzero(~store_module.done_conformations(store, layout))
             runs = _contiguous_batches(todo, batch_size) if n_batches == 1 else [(i, i + 1) for i in todo]
+        results = []
         if len(runs):
             graph = _graph(source, spec, runs, n_batches, split, layout)
             futures = dask_client.compute(graph)
             if progress:
                 from distributed import progress as show_progress
 
-                print(f"dashboard: {dask_client.dashboard_link}", file=sys.stderr)
+                print(f"dashboard: {dask_client.dashboard_link}", file=sys.stderr, flush=True)
                 show_progress(futures)
+                print(file=sys.stderr)
             results = dask_client.gather(futures)
-            render_ensemble.last_task_results = results  # per-task timings, for benchmarks
+        # What each task did (ranges, timings): for tests and benchmarks.
+        render_ensemble.last_task_results = results
     return store_module.open_store(store)
 
 

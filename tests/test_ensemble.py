@@ -1,0 +1,234 @@
+"""Ensemble rendering through real Dask schedulers and workers into real zarr stores."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from conftest import DATA, relative_l2
+from cryoensemble.constants import PengScatteringFactorParameters
+from cryoensemble.distributed import render_ensemble
+from cryoensemble.simulator import GaussianMixtureRenderFn, GaussianMixtureVolume
+from cryoensemble.simulator.perturbed_volume import PositionJitteredVolume
+from cryoensemble.sources import (
+    EnsembleSourceError,
+    MorphSource,
+    MultiModelSource,
+    ParametrizationSource,
+    StructureFilesSource,
+    TrajectorySource,
+)
+from cryoensemble.store import StoreMismatchError
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client
+
+    from cryoensemble.distributed import make_local_cluster
+
+    with make_local_cluster(n_workers=2) as cluster, Client(cluster) as dask_client:
+        yield dask_client
+
+
+def direct_render(positions, atomic_numbers, shape, voxel_size, extra_b=None):
+    volume = GaussianMixtureVolume.from_tabulated_parameters(
+        positions, PengScatteringFactorParameters(atomic_numbers), extra_b
+    )
+    return np.asarray(GaussianMixtureRenderFn(shape, voxel_size)(volume))
+
+
+def centre_of(source):
+    return source.read(0, 1)[0].astype(np.float64).mean(axis=0)
+
+
+def potential_chunk_files(store, index):
+    root = os.path.join(store, "potential", "c", str(index))
+    return [os.path.join(d, f) for d, _, files in os.walk(root) for f in files]
+
+
+def test_trajectory_end_to_end_resume_and_repair(client, tmp_path):
+    store = str(tmp_path / "dims.zarr")
+    source = TrajectorySource(DATA / "adk.psf", DATA / "adk_dims.dcd")
+    shape, voxel_size = (64, 64, 64), 1.0
+    dataset = render_ensemble(source, shape=shape, voxel_size=voxel_size, store=store,
+                              client=client)
+    assert dataset.sizes == {"conformation": 98, "z": 64, "y": 64, "x": 64}
+    assert int(dataset["rendered"].sum()) == 98
+    np.testing.assert_array_equal(dataset["frame"], np.arange(98))
+    assert np.all(np.diff(dataset["time_ps"].values) > 0)
+    np.testing.assert_allclose(dataset["z"], (np.arange(64) - 32) * voxel_size)
+    assert dataset["potential"].attrs["units"] == "A^-2"
+    parameters = json.loads(dataset.attrs["cryoensemble_parameters"])
+    assert parameters["voxel_size"] == voxel_size and parameters["shape"] == list(shape)
+    assert set(parameters["inputs_sha256"]) == {str(DATA / "adk.psf"), str(DATA / "adk_dims.dcd")}
+    assert all(len(h) == 64 for h in parameters["inputs_sha256"].values())
+    assert "jax" in json.loads(dataset.attrs["versions"]) and dataset.attrs["created"]
+    assert dataset.attrs["scattering_table"].startswith("Peng")
+
+    # Every stored volume equals a direct core render of the same conformation.
+    positions = source.read(0, 98) - centre_of(source).astype(np.float32)
+    stored = xr.open_zarr(store)["potential"].values
+    for i in range(98):
+        assert relative_l2(stored[i], direct_render(positions[i], source.atomic_numbers, shape, voxel_size)) <= 1e-6
+
+    # Rerun: nothing to render, nothing rewritten.
+    before = {f: os.stat(f).st_mtime_ns for i in range(98) for f in potential_chunk_files(store, i)}
+    render_ensemble(source, shape=shape, voxel_size=voxel_size, store=store, client=client)
+    assert render_ensemble.last_task_results == []
+    after = {f: os.stat(f).st_mtime_ns for f in before}
+    assert before == after
+
+    # Delete two conformations' chunks: exactly those two are rendered again.
+    for index in (7, 61):
+        for path in potential_chunk_files(store, index):
+            os.remove(path)
+    plan = render_ensemble(source, shape=shape, voxel_size=voxel_size, store=store, dry_run=True)
+    assert plan.n_done == 96
+    render_ensemble(source, shape=shape, voxel_size=voxel_size, store=store, client=client)
+    rendered = sorted(i for r in render_ensemble.last_task_results for i in range(r["start"], r["stop"]))
+    assert rendered == [7, 61]
+    restored = xr.open_zarr(store)["potential"].values
+    np.testing.assert_array_equal(restored, stored)
+
+
+def test_store_with_other_parameters_is_refused_then_overwritten(client, tmp_path):
+    store = str(tmp_path / "nmr.zarr")
+    source = MultiModelSource(DATA / "nmr_neopetrosiamide.pdb")
+    render_ensemble(source, shape=40, voxel_size=1.0, store=store, client=client)
+    with pytest.raises(StoreMismatchError, match="shape") as info:
+        render_ensemble(source, shape=36, voxel_size=1.0, store=store, client=client)
+    assert "\n" not in str(info.value)
+    assert xr.open_zarr(store).sizes["z"] == 40  # untouched
+    dataset = render_ensemble(source, shape=36, voxel_size=1.0, store=store, client=client,
+                              overwrite=True)
+    assert dataset.sizes["z"] == 36 and int(dataset["rendered"].sum()) == 24
+    np.testing.assert_array_equal(dataset["model"], np.arange(1, 25))
+
+
+def test_never_deletes_a_directory_that_is_not_a_store(client, tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    source = MultiModelSource(DATA / "nmr_neopetrosiamide.pdb")
+    with pytest.raises(StoreMismatchError, match="not a cryoensemble store"):
+        render_ensemble(source, shape=32, voxel_size=1.0, store=str(precious), client=client,
+                        overwrite=True)
+    assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def test_files_with_weights_morph_and_float16(client, tmp_path):
+    weights = tmp_path / "weights.csv"
+    weights.write_text("file,weight\nadk_closed.pdb,0.25\nadk_open.pdb,0.75\n")
+    files = StructureFilesSource([DATA / "adk_closed.pdb", DATA / "adk_open.pdb"], weights=weights)
+    dataset = render_ensemble(files, shape=72, voxel_size=1.2, store=str(tmp_path / "f.zarr"),
+                              client=client, dtype="float16")
+    assert dataset["potential"].dtype == np.float16
+    assert list(dataset["file"].values) == ["adk_closed.pdb", "adk_open.pdb"]
+    np.testing.assert_allclose(dataset["weight"], [0.25, 0.75])
+
+    morph = MorphSource(DATA / "adk_closed.pdb", DATA / "adk_open.pdb", 5)
+    stack = render_ensemble(morph, shape=72, voxel_size=1.2, store=str(tmp_path / "m.zarr"),
+                            client=client)
+    np.testing.assert_allclose(stack["morph_t"], np.linspace(0, 1, 5))
+    centre = centre_of(morph)
+    # The morph's end points are the two structures, in the same frame.
+    for index, path in ((0, "adk_closed.pdb"), (4, "adk_open.pdb")):
+        positions = files.read(*(0, 1) if index == 0 else (1, 2))[0] - centre.astype(np.float32)
+        expected = direct_render(positions, morph.atomic_numbers, (72, 72, 72), 1.2)
+        assert relative_l2(stack["potential"][index].values, expected) <= 1e-6
+    assert relative_l2(dataset["potential"][0].values.astype(np.float32),
+                       stack["potential"][0].values) <= 1e-3  # float16 rounding
+
+
+def test_sources_refuse_mismatched_atoms(tmp_path):
+    with pytest.raises(EnsembleSourceError, match="atoms differ"):
+        StructureFilesSource([DATA / "adk_closed.pdb", DATA / "1uao.pdb"]).read(0, 2)
+    with pytest.raises(EnsembleSourceError, match="atoms differ"):
+        MorphSource(DATA / "adk_closed.pdb", DATA / "8zpm.cif", 3)
+    with pytest.raises(EnsembleSourceError, match="no files match"):
+        StructureFilesSource([str(tmp_path / "*.pdb")])
+
+
+def test_stochastic_parametrization(client, tmp_path):
+    positions = np.random.default_rng(0).uniform(-6, 6, (40, 3))
+    mean = GaussianMixtureVolume(positions, 1.0, 0.4)
+    model = PositionJitteredVolume(mean, 0.5)
+    source = ParametrizationSource(model, 6, seed=3)
+    dataset = render_ensemble(source, shape=24, voxel_size=1.0, store=str(tmp_path / "s.zarr"),
+                              client=client, center=None)
+    stored = dataset["potential"].values
+    import jax
+
+    keys = jax.random.split(jax.random.key(3), 6)
+    render = GaussianMixtureRenderFn((24, 24, 24), 1.0)
+    for i in (0, 5):
+        assert relative_l2(stored[i], render(model.to_representation(keys[i]))) <= 1e-6
+    assert relative_l2(stored[0], stored[1]) > 1e-2  # samples differ
+
+
+def test_split_atoms_by_slabs_and_groups_gives_the_unsplit_volume(client, tmp_path):
+    """The solvated AdK box (one frame), 8 slabs (bitwise) and 8 atom groups (1e-6)."""
+    source = TrajectorySource(DATA / "adk_oplsaa.pdb", DATA / "adk_oplsaa.xtc", frames="0:1")
+    assert source.n_atoms == 36597
+    kwargs = dict(shape=(96, 96, 96), voxel_size=1.0, client=client)
+    whole = render_ensemble(source, store=str(tmp_path / "whole.zarr"), **kwargs)
+    slabs = render_ensemble(source, store=str(tmp_path / "slabs.zarr"), n_batches=8, **kwargs)
+    groups = render_ensemble(source, store=str(tmp_path / "groups.zarr"), n_batches=8,
+                             split="atoms", **kwargs)
+    assert slabs["potential"].encoding["chunks"] == (1, 12, 96, 96)
+    reference = whole["potential"].values
+    np.testing.assert_array_equal(slabs["potential"].values, reference)
+    assert relative_l2(groups["potential"].values, reference) <= 1e-6
+    assert int(slabs["rendered"].sum()) == int(groups["rendered"].sum()) == 1
+
+
+def test_cli_against_a_dask_scheduler_and_worker_started_as_subprocesses(tmp_path):
+    scheduler_file = tmp_path / "scheduler.json"
+    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false", JAX_PLATFORMS="cpu")
+    bin_dir = os.path.dirname(sys.executable)
+    scheduler = subprocess.Popen(
+        [os.path.join(bin_dir, "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+         "--dashboard-address", ":0", "--scheduler-file", str(scheduler_file)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    worker = None
+    try:
+        for _ in range(300):
+            if scheduler_file.exists() and scheduler_file.stat().st_size:
+                break
+            time.sleep(0.1)
+        address = json.loads(scheduler_file.read_text())["address"]
+        assert address.startswith("tcp://127.0.0.1:")
+        worker = subprocess.Popen(
+            [os.path.join(bin_dir, "dask"), "worker", address, "--nworkers", "1",
+             "--nthreads", "1", "--no-dashboard"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        store = tmp_path / "cli.zarr"
+        command = [sys.executable, "-m", "cryoensemble", "render",
+                   str(DATA / "nmr_neopetrosiamide.pdb"), "--out", str(store), "--shape", "32",
+                   "--voxel-size", "1.0", "--scheduler-address", address, "--quiet"]
+        dry = subprocess.run(command + ["--dry-run"], capture_output=True, text=True, timeout=120)
+        assert dry.returncode == 0, dry.stderr
+        assert "tasks" in dry.stdout and "memory per task" in dry.stdout and not store.exists()
+        run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        assert "24 conformations" in run.stdout
+        info = subprocess.run([sys.executable, "-m", "cryoensemble", "info", str(store)],
+                              capture_output=True, text=True, timeout=120)
+        assert info.returncode == 0 and "24 / 24" in info.stdout
+        bad = subprocess.run(command[:-3] + ["--frames", "0:5"], capture_output=True, text=True,
+                             timeout=120)
+        assert bad.returncode == 2 and "--frames needs --topology" in bad.stderr
+    finally:
+        for process in (worker, scheduler):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=30)
