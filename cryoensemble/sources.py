@@ -475,3 +475,43 @@ class ParametrizationSource(AbstractEnsembleSource):
     def mixture(self):
         """The shared (amplitudes, variances) of every sample."""
         return self.amplitudes, self.variances
+
+
+class CycledSource(AbstractEnsembleSource):
+    """Another source's conformations repeated cyclically to `n_conformations`.
+
+    Conformation i is conformation `i % len(source)` of `source`; the label `origin` says
+    which. For benchmarks at scale and for data sets that revisit a trajectory.
+    """
+
+    def __init__(self, source: AbstractEnsembleSource, n_conformations: int):
+        if n_conformations < 1:
+            raise EnsembleSourceError(f"CycledSource: n_conformations must be >= 1; got {n_conformations}")
+        self.source = source
+        self.n_conformations = int(n_conformations)
+        self.atomic_numbers = source.atomic_numbers
+
+    def __len__(self):
+        return self.n_conformations
+
+    def read(self, start, stop):
+        self._check_range(start, stop)
+        n = len(self.source)
+        indices = np.arange(start, stop) % n
+        # Read each contiguous run of the underlying source once.
+        breaks = np.flatnonzero(np.diff(indices) != 1) + 1
+        parts = [self.source.read(int(g[0]), int(g[-1]) + 1) for g in np.split(indices, breaks)]
+        return np.concatenate(parts)
+
+    def labels(self):
+        n = len(self.source)
+        labels = {f"origin_{k}": np.asarray(v)[np.arange(self.n_conformations) % n]
+                  for k, v in self.source.labels().items()}
+        labels["origin"] = np.arange(self.n_conformations) % n
+        return labels
+
+    def description(self):
+        return {"kind": "cycled", "n": self.n_conformations, "source": self.source.description()}
+
+    def input_files(self):
+        return self.source.input_files()

@@ -208,10 +208,21 @@ def done_conformations(path: str, layout: StoreLayout) -> np.ndarray:
     return done
 
 
+def _set_codec_threads() -> None:
+    """Blosc threads per process: 1 on CPU workers (Dask parallelizes across them), the
+    host's cores on GPU workers (CRYOENSEMBLE_CODEC_THREADS, set by the cluster)."""
+    threads = os.environ.get("CRYOENSEMBLE_CODEC_THREADS")
+    if threads:
+        import numcodecs.blosc
+
+        numcodecs.blosc.set_nthreads(int(threads))
+
+
 def write_volumes(path: str, start: int, volumes: np.ndarray, z_start: int = 0) -> None:
     """Write volumes into `potential[start:start+n, z_start:z_start+nz]` (chunk-aligned)."""
     import zarr
 
+    _set_codec_threads()
     array = zarr.open_array(path, path=POTENTIAL, mode="r+", config={"write_empty_chunks": True})
     stop = start + volumes.shape[0]
     array[start:stop, z_start : z_start + volumes.shape[1]] = volumes.astype(array.dtype)

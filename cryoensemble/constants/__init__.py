@@ -1,6 +1,9 @@
 """Physical tables: electron scattering factor parameters."""
 
-from .scattering_factors import PengScatteringFactorParameters as PengScatteringFactorParameters
+from .scattering_factors import (
+    LobatoScatteringFactorParameters as LobatoScatteringFactorParameters,
+    PengScatteringFactorParameters as PengScatteringFactorParameters,
+)
 
 
-__all__ = ["PengScatteringFactorParameters"]
+__all__ = ["LobatoScatteringFactorParameters", "PengScatteringFactorParameters"]

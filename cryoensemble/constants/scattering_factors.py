@@ -3,9 +3,16 @@
 Peng et al. (1996) five-gaussian parameters come from gemmi (`Element.c4322`,
 International Tables C, Table 4.3.2.2): f(q) = sum_i a_i exp(-b_i q^2) with q = |xi| / 2,
 a_i in A and b_i in A^2. Nothing is typed in by hand.
+
+Lobato & Van Dyck (2014) parameters come from the package data file
+`data/lobato_2014.json` (as tabulated in the abTEM parametrization data, H..Lr):
+f(g) = sum_i a_i (2 + b_i g^2) / (1 + b_i g^2)^2 with g = |xi| (not |xi| / 2), a_i in A
+and b_i in A^2, so f(0) = 2 sum_i a_i.
 """
 
+import json
 from functools import lru_cache
+from importlib import resources
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -96,5 +103,54 @@ class PengScatteringFactorParameters(eqx.Module, strict=True):
         """
         a, b, supported = peng_table()
         atom_types = check_atomic_numbers(atom_types, supported, "The Peng (1996) table")
+        self.a = jnp.asarray(a[atom_types])
+        self.b = jnp.asarray(b[atom_types])
+
+
+@lru_cache(maxsize=1)
+def lobato_table() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The whole Lobato & Van Dyck (2014) table, indexed by atomic number.
+
+    **Returns:**
+
+    `(a, b, supported)`: `a` (A) and `b` (A^2) of shape `(119, 5)` (row Z holds element
+    Z; rows of unsupported elements are NaN), and a boolean mask of the tabulated elements.
+    """
+    import gemmi
+
+    text = resources.files(__package__).joinpath("data", "lobato_2014.json").read_text()
+    a = np.full((_MAX_ATOMIC_NUMBER + 1, 5), np.nan)
+    b = np.full((_MAX_ATOMIC_NUMBER + 1, 5), np.nan)
+    supported = np.zeros(_MAX_ATOMIC_NUMBER + 1, dtype=bool)
+    for symbol, (a_row, b_row) in json.loads(text).items():
+        z = gemmi.Element(symbol).atomic_number
+        if z < 1:
+            raise ValueError(f"lobato_2014.json: unknown element symbol {symbol!r}")
+        a[z], b[z] = a_row, b_row
+        supported[z] = True
+    return a, b, supported
+
+
+class LobatoScatteringFactorParameters(eqx.Module, strict=True):
+    """Lobato & Van Dyck (2014) electron scattering factor parameters, one row per atom.
+
+    `a` (A) and `b` (A^2) have shape `(n_atoms, 5)`; the scattering factor of atom n is
+    `f(g) = sum_i a[n, i] (2 + b[n, i] g^2) / (1 + b[n, i] g^2)^2` with `g = |xi|` in A^-1
+    (Peng's tables use `q = |xi| / 2`). Elements H (1) to Lr (103) are tabulated.
+    """
+
+    a: Float[Array, "n_atoms 5"]
+    b: Float[Array, "n_atoms 5"]
+
+    def __init__(self, atom_types: Int[np.ndarray, " n_atoms"] | Int[Array, " n_atoms"]):
+        """**Arguments:**
+
+        - `atom_types`: atomic numbers, shape `(n_atoms,)` (as returned by
+          `cryoensemble.io.read_atoms_from_pdb`).
+        """
+        a, b, supported = lobato_table()
+        atom_types = check_atomic_numbers(
+            atom_types, supported, "The Lobato & Van Dyck (2014) table"
+        )
         self.a = jnp.asarray(a[atom_types])
         self.b = jnp.asarray(b[atom_types])

@@ -1,9 +1,18 @@
-"""Coordinate systems of voxel grids."""
+"""Coordinate systems of voxel grids, in real and in Fourier space."""
 
+from .frequency import (
+    make_frequency_grid as make_frequency_grid,
+    make_frequency_slice as make_frequency_slice,
+)
 from .grids import (
     make_coordinate_axis as make_coordinate_axis,
     make_coordinate_grid as make_coordinate_grid,
 )
 
 
-__all__ = ["make_coordinate_axis", "make_coordinate_grid"]
+__all__ = [
+    "make_coordinate_axis",
+    "make_coordinate_grid",
+    "make_frequency_grid",
+    "make_frequency_slice",
+]

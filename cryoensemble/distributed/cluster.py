@@ -31,14 +31,17 @@ def make_local_cluster(n_workers: int | None = None, gpus: int | None = None, **
         except ImportError:
             raise ImportError("--gpus needs dask-cuda: pip install 'cryoensemble[gpu]'") from None
         visible = ",".join(str(i) for i in range(int(gpus)))
+        # A GPU worker leaves the host's cores to compression.
+        codec_threads = max(1, (os.cpu_count() or 1) // int(gpus))
         return LocalCUDACluster(
             CUDA_VISIBLE_DEVICES=visible, n_workers=int(gpus), threads_per_worker=1,
-            env=dict(WORKER_ENVIRONMENT), **kwargs,
+            env=dict(WORKER_ENVIRONMENT, CRYOENSEMBLE_CODEC_THREADS=str(codec_threads)),
+            **kwargs,
         )
     from distributed import LocalCluster
 
     env = dict(WORKER_ENVIRONMENT, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"),
-               XLA_FLAGS=_CPU_XLA_FLAGS)
+               XLA_FLAGS=_CPU_XLA_FLAGS, CRYOENSEMBLE_CODEC_THREADS="1")
     kwargs.setdefault("dashboard_address", ":0")
     return LocalCluster(
         n_workers=n_workers or os.cpu_count(), threads_per_worker=1, processes=True, env=env,

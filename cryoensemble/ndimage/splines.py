@@ -1,0 +1,123 @@
+"""Cubic B-spline interpolation: coefficients of a grid, and their evaluation.
+
+A cubic B-spline through the samples `f_0 .. f_{n-1}` of each axis is
+`s(t) = sum_k c_k beta3(t - k)`; at the nodes it interpolates,
+`(c_{i-1} + 4 c_i + c_{i+1}) / 6 = f_i`. The `n + 2` coefficients `c_{-1} .. c_n` are
+fixed by the natural end conditions `s''(0) = s''(n-1) = 0`, which give `c_0 = f_0` and
+`c_{n-1} = f_{n-1}` and leave a tridiagonal system for the interior. The coefficient
+array is stored with that one extra coefficient at each end of every axis, so evaluating
+anywhere in `[0, n - 1]` reads the 4 neighbouring coefficients of each axis and no bounds.
+"""
+
+import functools
+import itertools
+import operator
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Inexact
+
+
+def _coefficients_along(values: Inexact[Array, "..."], axis: int) -> Inexact[Array, "..."]:
+    """The `n + 2` spline coefficients along one axis (natural end conditions)."""
+    values = jnp.moveaxis(values, axis, 0)
+    n = values.shape[0]
+    rest = values.shape[1:]
+    flat = values.reshape(n, -1)
+    first, last = flat[:1], flat[-1:]
+    if n == 3:
+        interior = (6.0 * flat[1:2] - first - last) / 4.0
+    else:
+        m = n - 2
+        rhs = 6.0 * flat[1:-1]
+        rhs = rhs.at[0].add(-first[0]).at[-1].add(-last[0])
+        ones = jnp.ones(m, flat.dtype)
+        lower = ones.at[0].set(0.0)
+        upper = ones.at[-1].set(0.0)
+        interior = jax.lax.linalg.tridiagonal_solve(lower, 4.0 * ones, upper, rhs)
+    inner = jnp.concatenate([first, interior, last])
+    # Natural ends: c_{-1} = 2 c_0 - c_1 and c_n = 2 c_{n-1} - c_{n-2}.
+    before = 2.0 * inner[:1] - inner[1:2]
+    after = 2.0 * inner[-1:] - inner[-2:-1]
+    coefficients = jnp.concatenate([before, inner, after]).reshape((n + 2,) + rest)
+    return jnp.moveaxis(coefficients, 0, axis)
+
+
+def compute_spline_coefficients(values: Inexact[Array, "..."]) -> Inexact[Array, "..."]:
+    """Cubic B-spline coefficients of a grid (1D to 3D; real or complex).
+
+    **Arguments:**
+
+    - `values`: the samples, every axis of length at least 3.
+
+    **Returns:**
+
+    The coefficients, each axis 2 longer than `values`' (one extra coefficient at each
+    end); `evaluate_spline` interpolates `values` from them.
+    """
+    values = jnp.asarray(values)
+    if not jnp.issubdtype(values.dtype, jnp.inexact):
+        values = values.astype(float)
+    if not 1 <= values.ndim <= 3 or min(values.shape) < 3:
+        raise ValueError(
+            "compute_spline_coefficients: needs a 1D to 3D grid with every axis at least 3 "
+            f"long; got shape {values.shape}"
+        )
+    for axis in range(values.ndim):
+        values = _coefficients_along(values, axis)
+    return values
+
+
+def _cubic_weights(t: Float[Array, "..."]) -> list[Float[Array, "..."]]:
+    """The four B-spline weights of nodes floor-1 .. floor+2 at fractional offset t."""
+    t2, t3 = t * t, t * t * t
+    return [
+        (1.0 - t) ** 3 / 6.0,
+        (3.0 * t3 - 6.0 * t2 + 4.0) / 6.0,
+        (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) / 6.0,
+        t3 / 6.0,
+    ]
+
+
+def evaluate_spline(
+    coefficients: Inexact[Array, "..."],
+    coordinates: tuple[Float[Array, "..."], ...],
+    cval: float = 0.0,
+) -> Inexact[Array, "..."]:
+    """Evaluate a cubic B-spline at fractional grid indices.
+
+    **Arguments:**
+
+    - `coefficients`: from `compute_spline_coefficients` (each axis `n + 2` long).
+    - `coordinates`: one array of fractional indices per axis, in the index space of the
+      original samples (`0 .. n - 1`), all of one shape.
+    - `cval`: the value at points outside `[0, n - 1]` along any axis.
+
+    **Returns:**
+
+    The spline at the points, shaped as each coordinate array.
+    """
+    coefficients = jnp.asarray(coefficients)
+    if len(coordinates) != coefficients.ndim:
+        raise ValueError(
+            f"evaluate_spline: {coefficients.ndim}D coefficients but {len(coordinates)} "
+            "coordinate arrays"
+        )
+    sizes = [s - 2 for s in coefficients.shape]
+    inside, taps = [], []
+    for index, n in zip(coordinates, sizes):
+        index = jnp.asarray(index)
+        inside.append((index >= 0) & (index <= n - 1))
+        # Points at the last node use the cell below it, so every read stays in bounds.
+        cell = jnp.clip(jnp.floor(index), 0, n - 2)
+        weights = _cubic_weights(index - cell)
+        # Coefficient c_k is stored at k + 1: nodes cell-1 .. cell+2 at cell .. cell+3.
+        start = cell.astype(jnp.int32)
+        taps.append([(jnp.clip(start + j, 0, n + 1), weights[j]) for j in range(4)])
+    value = 0.0
+    for combination in itertools.product(*taps):
+        indices = tuple(i for i, _ in combination)
+        weight = functools.reduce(operator.mul, [w for _, w in combination])
+        value = value + weight * coefficients[indices]
+    mask = functools.reduce(operator.and_, inside)
+    return jnp.where(mask, value, jnp.asarray(cval, coefficients.dtype))
