@@ -12,8 +12,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test,md]'
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
+# The AdK closed->open trajectory (98 frames) into a zarr stack on an embedded LocalCluster.
+# Rerunning resumes: only conformations missing from the store are rendered.
 demo: $(STAMP)
-	$(PY) -m cryoensemble volume ../shared/data/adk_closed.pdb --out out/adk_closed.mrc --shape 96 --voxel-size 1.0 --overwrite
+	$(PY) -m cryoensemble render ../shared/data/adk_dims.dcd --topology ../shared/data/adk.psf --out out/adk_dims.zarr --shape 96 --voxel-size 1.0
+	$(PY) -m cryoensemble info out/adk_dims.zarr
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
