@@ -1,3 +1,4 @@
+import os
 import pathlib
 
 import jax
@@ -6,7 +7,7 @@ import pytest
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = pathlib.Path(os.environ.get("CRYOENSEMBLE_SHARED", ROOT.parent / "shared"))
 DATA = SHARED / "data"
 REFERENCE = SHARED / "reference"
 TEST_DATA = ROOT / "tests" / "data"
