@@ -1,6 +1,7 @@
 """Dask clusters: the embedded default, an existing scheduler, or one worker per GPU."""
 
 import contextlib
+import logging
 import os
 
 
@@ -21,23 +22,12 @@ def make_local_cluster(n_workers: int | None = None, gpus: int | None = None, **
     **Arguments:**
 
     - `n_workers`: CPU worker processes (default: one per core).
-    - `gpus`: if set, dask-cuda's `LocalCUDACluster` with one worker per GPU instead
-      (extra `gpu`).
+    - `gpus`: if set, one worker per GPU instead: dask-cuda's `LocalCUDACluster` (extra
+      `gpu`), or an equivalent `SpecCluster` where dask-cuda is not installed.
     - `kwargs`: passed to the cluster class.
     """
     if gpus:
-        try:
-            from dask_cuda import LocalCUDACluster
-        except ImportError:
-            raise ImportError("--gpus needs dask-cuda: pip install 'cryoensemble[gpu]'") from None
-        visible = ",".join(str(i) for i in range(int(gpus)))
-        # A GPU worker leaves the host's cores to compression.
-        codec_threads = max(1, (os.cpu_count() or 1) // int(gpus))
-        return LocalCUDACluster(
-            CUDA_VISIBLE_DEVICES=visible, n_workers=int(gpus), threads_per_worker=1,
-            env=dict(WORKER_ENVIRONMENT, CRYOENSEMBLE_CODEC_THREADS=str(codec_threads)),
-            **kwargs,
-        )
+        return _gpu_cluster(int(gpus), **kwargs)
     from distributed import LocalCluster
 
     env = dict(WORKER_ENVIRONMENT, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"),
@@ -47,6 +37,41 @@ def make_local_cluster(n_workers: int | None = None, gpus: int | None = None, **
         n_workers=n_workers or os.cpu_count(), threads_per_worker=1, processes=True, env=env,
         **kwargs,
     )
+
+
+def _gpu_cluster(gpus: int, **kwargs):
+    """One worker process per GPU, each seeing only its own device.
+
+    dask-cuda's LocalCUDACluster where it is installed (it also pins CPU affinity and
+    knows NVLink topologies); otherwise the same layout from distributed's SpecCluster.
+    """
+    # A GPU worker leaves the host's cores to compression.
+    codec_threads = max(1, (os.cpu_count() or 1) // gpus)
+    env = dict(WORKER_ENVIRONMENT, CRYOENSEMBLE_CODEC_THREADS=str(codec_threads))
+    visible = ",".join(str(i) for i in range(gpus))
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError:
+        LocalCUDACluster = None
+    if LocalCUDACluster is not None:
+        return LocalCUDACluster(
+            CUDA_VISIBLE_DEVICES=visible, n_workers=gpus, threads_per_worker=1, env=env, **kwargs
+        )
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    kwargs.setdefault("dashboard_address", ":0")
+    workers = {
+        f"gpu-{i}": {
+            "cls": Nanny,
+            "options": {"nthreads": 1, "host": "127.0.0.1",
+                        "env": dict(env, CUDA_VISIBLE_DEVICES=str(i))},
+        }
+        for i in range(gpus)
+    }
+    scheduler = {"cls": Scheduler, "options": {
+        "host": "127.0.0.1", "dashboard_address": kwargs.pop("dashboard_address")}}
+    kwargs.setdefault("silence_logs", logging.WARNING)
+    return SpecCluster(workers=workers, scheduler=scheduler, **kwargs)
 
 
 @contextlib.contextmanager
