@@ -63,7 +63,7 @@ def _gpu_cluster(gpus: int, **kwargs):
     workers = {
         f"gpu-{i}": {
             "cls": Nanny,
-            "options": {"nthreads": 1, "host": "127.0.0.1",
+            "options": {"nthreads": 1, "host": "127.0.0.1", "silence_logs": logging.WARNING,
                         "env": dict(env, CUDA_VISIBLE_DEVICES=str(i))},
         }
         for i in range(gpus)
