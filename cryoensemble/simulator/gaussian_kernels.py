@@ -112,6 +112,33 @@ def _profiles(index, start, k, sigma, voxel_size):
     return _voxel_masses((faces - index[:, None, None]) * voxel_size, sigma)
 
 
+# How blocks are accumulated: "rows" scatters k^2 rows of k voxels (fastest on CPU),
+# "windows" whole k^3 windows. Read at trace time; benchmarks compare the two.
+SCATTER = "rows"
+
+
+def _scatter_blocks(grid, offset, blocks, k: int):
+    """Add each atom's (k, k, k) block into `grid` at `offset` (its first voxel)."""
+    if SCATTER == "windows":
+        numbers = jax.lax.ScatterDimensionNumbers(
+            update_window_dims=(1, 2, 3), inserted_window_dims=(), scatter_dims_to_operand_dims=(0, 1, 2)
+        )
+        return jax.lax.scatter_add(grid, offset, blocks, numbers)
+    rows_shape = (offset.shape[0], k, k)
+    rows = jnp.stack(
+        [
+            jnp.broadcast_to(offset[:, None, None, 0] + _ARANGE(k)[:, None], rows_shape),
+            jnp.broadcast_to(offset[:, None, None, 1] + _ARANGE(k)[None, :], rows_shape),
+            jnp.broadcast_to(offset[:, None, None, 2], rows_shape),
+        ],
+        axis=-1,
+    ).reshape(-1, 3)
+    numbers = jax.lax.ScatterDimensionNumbers(
+        update_window_dims=(1,), inserted_window_dims=(0, 1), scatter_dims_to_operand_dims=(0, 1, 2)
+    )
+    return jax.lax.scatter_add(grid, rows, blocks.reshape(-1, k), numbers)
+
+
 def render_local(
     positions: Float[Array, "n 3"],
     amplitudes: Float[Array, "n g"],
@@ -179,23 +206,7 @@ def render_local(
         # zero and are clipped anywhere in range.
         offset = start - lower + pad
         offset = jnp.clip(offset, 0, jnp.asarray(padded_shape) - k)
-        # Scatter rows of k voxels along x: cheaper than whole k^3 windows on CPU.
-        rows_shape = (offset.shape[0], k, k)
-        rows = jnp.stack(
-            [
-                jnp.broadcast_to(offset[:, None, None, 0] + _ARANGE(k)[:, None], rows_shape),
-                jnp.broadcast_to(offset[:, None, None, 1] + _ARANGE(k)[None, :], rows_shape),
-                jnp.broadcast_to(offset[:, None, None, 2], rows_shape),
-            ],
-            axis=-1,
-        ).reshape(-1, 3)
-        numbers = jax.lax.ScatterDimensionNumbers(
-            update_window_dims=(1,), inserted_window_dims=(0, 1), scatter_dims_to_operand_dims=(0, 1, 2)
-        )
-        grid = jax.lax.scatter_add(
-            grid, rows, blocks.reshape(-1, k), numbers, indices_are_sorted=False,
-            unique_indices=False,
-        )
+        grid = _scatter_blocks(grid, offset, blocks, k)
         return grid, None
 
     grid = jnp.zeros(padded_shape, dtype)
