@@ -26,10 +26,11 @@ def _grid(shape, voxel_size, outputs_rfft: bool, centred: bool) -> Float[Array, 
         _axis_frequencies(n, outputs_rfft and j == len(shape) - 1, centred)
         for j, n in enumerate(shape)
     ]
-    mesh = np.meshgrid(*axes, indexing="ij")
     # Cycles per voxel, exact in float64, then scaled: a voxel size of 1 gives the
-    # frequency in pixels (multiples of 1/n).
-    grid = jnp.asarray(np.stack(mesh[::-1], axis=-1))
+    # frequency in pixels (multiples of 1/n). Only the 1D axes are constants: under `jit`
+    # the grid is built at run time, not embedded in the program.
+    mesh = jnp.meshgrid(*[jnp.asarray(a) for a in axes], indexing="ij")
+    grid = jnp.stack(mesh[::-1], axis=-1)
     return grid / jnp.asarray(voxel_size, dtype=grid.dtype)
 
 

@@ -10,7 +10,6 @@ anywhere in `[0, n - 1]` reads the 4 neighbouring coefficients of each axis and 
 """
 
 import functools
-import itertools
 import operator
 
 import jax
@@ -63,6 +62,12 @@ def compute_spline_coefficients(values: Inexact[Array, "..."]) -> Inexact[Array,
             "compute_spline_coefficients: needs a 1D to 3D grid with every axis at least 3 "
             f"long; got shape {values.shape}"
         )
+    return _coefficients(values)
+
+
+# Compiled: eager dispatch of the per-axis solves costs seconds per new shape.
+@jax.jit
+def _coefficients(values: Inexact[Array, "..."]) -> Inexact[Array, "..."]:
     for axis in range(values.ndim):
         values = _coefficients_along(values, axis)
     return values
@@ -91,7 +96,8 @@ def evaluate_spline(
     - `coefficients`: from `compute_spline_coefficients` (each axis `n + 2` long).
     - `coordinates`: one array of fractional indices per axis, in the index space of the
       original samples (`0 .. n - 1`), all of one shape.
-    - `cval`: the value at points outside `[0, n - 1]` along any axis.
+    - `cval`: the value at points more than half a sample outside `[0, n - 1]` along any
+      axis.
 
     **Returns:**
 
@@ -103,21 +109,27 @@ def evaluate_spline(
             f"evaluate_spline: {coefficients.ndim}D coefficients but {len(coordinates)} "
             "coordinate arrays"
         )
+    return _evaluate(coefficients, tuple(jnp.asarray(c) for c in coordinates), cval)
+
+
+@jax.jit
+def _evaluate(coefficients, coordinates, cval):
+    ndim = coefficients.ndim
     sizes = [s - 2 for s in coefficients.shape]
-    inside, taps = [], []
-    for index, n in zip(coordinates, sizes):
-        index = jnp.asarray(index)
-        inside.append((index >= 0) & (index <= n - 1))
-        # Points at the last node use the cell below it, so every read stays in bounds.
+    inside, indices, weights = [], [], []
+    for axis, (index, n) in enumerate(zip(coordinates, sizes)):
+        # Within half a sample of the grid counts as inside (the edge cells' cubics are
+        # extended there), so rounding at the last node does not zero a point.
+        inside.append((index >= -0.5) & (index < n - 0.5))
         cell = jnp.clip(jnp.floor(index), 0, n - 2)
-        weights = _cubic_weights(index - cell)
         # Coefficient c_k is stored at k + 1: nodes cell-1 .. cell+2 at cell .. cell+3.
-        start = cell.astype(jnp.int32)
-        taps.append([(jnp.clip(start + j, 0, n + 1), weights[j]) for j in range(4)])
-    value = 0.0
-    for combination in itertools.product(*taps):
-        indices = tuple(i for i, _ in combination)
-        weight = functools.reduce(operator.mul, [w for _, w in combination])
-        value = value + weight * coefficients[indices]
+        taps = cell.astype(jnp.int32)[..., None] + jnp.arange(4)
+        # Each axis' 4 taps on their own trailing axis, so one gather reads all 4^ndim.
+        expand = (Ellipsis,) + tuple(slice(None) if a == axis else None for a in range(ndim))
+        indices.append(jnp.clip(taps, 0, n + 1)[expand])
+        weights.append(jnp.stack(_cubic_weights(index - cell), axis=-1)[expand])
+    neighbours = coefficients[tuple(indices)]
+    weight = functools.reduce(operator.mul, weights)
+    value = jnp.sum(weight * neighbours, axis=tuple(range(-ndim, 0)))
     mask = functools.reduce(operator.and_, inside)
     return jnp.where(mask, value, jnp.asarray(cval, coefficients.dtype))
