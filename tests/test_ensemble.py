@@ -37,11 +37,18 @@ def client():
         yield dask_client
 
 
-def direct_render(positions, atomic_numbers, shape, voxel_size, extra_b=None):
+def direct_render(positions, atomic_numbers, shape, voxel_size):
+    """The core's jitted render of one conformation, as a notebook user would call it."""
+    import jax
+
     volume = GaussianMixtureVolume.from_tabulated_parameters(
-        positions, PengScatteringFactorParameters(atomic_numbers), extra_b
+        positions, PengScatteringFactorParameters(atomic_numbers)
     )
-    return np.asarray(GaussianMixtureRenderFn(shape, voxel_size)(volume))
+    order, groups = GaussianMixtureRenderFn(shape, voxel_size).support_plan(volume)
+    order = np.arange(len(atomic_numbers)) if order is None else order
+    render = GaussianMixtureRenderFn(shape, voxel_size, support_groups=groups)
+    a, v = volume.amplitudes[order], volume.variances[order]
+    return np.asarray(jax.jit(lambda p: render(GaussianMixtureVolume(p, a, v)))(positions[order]))
 
 
 def centre_of(source):

@@ -168,11 +168,29 @@ def test_n_batches_larger_than_atoms_raises():
 
 
 def test_slabs_equal_the_whole_volume_bitwise():
-    volume, render, _ = golden_case("cubic96")
+    """Bit for bit on CPU; GPU scatters add in no fixed order, so there to float rounding."""
+    volume, render, _ = golden_case("zyx80x96x112_bfactors")
     whole = np.asarray(render(volume))
-    for z0, size in ((0, 13), (13, 40), (53, 43)):
+    assert len(render.support_plan(volume)[1]) > 1  # several window sizes in play
+    for z0, size in ((0, 13), (13, 40), (53, 27)):
         slab = np.asarray(render.render_slab(volume, z0, size))
-        np.testing.assert_array_equal(slab, whole[z0 : z0 + size])
+        if jax.default_backend() == "cpu":
+            np.testing.assert_array_equal(slab, whole[z0 : z0 + size])
+        else:
+            assert relative_l2(slab, whole[z0 : z0 + size]) <= 1e-6
+
+
+def test_support_groups_follow_each_atoms_width():
+    """Wide atoms (heavy B) get wide windows without widening everyone else's."""
+    positions, amplitudes, variances = small_mixture(seed=7, n=30)
+    variances[:3] *= 8.0  # three broad atoms
+    volume = GaussianMixtureVolume(positions, amplitudes, variances)
+    render = GaussianMixtureRenderFn((24, 24, 24), 1.0)
+    order, groups = render.support_plan(volume)
+    assert len(groups) >= 2 and groups[-1][0] <= 3 < sum(g[0] for g in groups)
+    assert set(order[-groups[-1][0]:]) <= {0, 1, 2}
+    uniform = GaussianMixtureRenderFn((24, 24, 24), 1.0, support_radius=groups[-1][1])
+    assert relative_l2(render(volume), uniform(volume)) <= 1e-6
 
 
 def test_traced_variances_fall_back_to_exact_dense_path():

@@ -16,7 +16,6 @@ from typing import Any, Literal
 import numpy as np
 
 from .. import store as store_module
-from ..simulator.gaussian_kernels import support_radius, window_size
 from ..sources import AbstractEnsembleSource, file_sha256
 from . import tasks
 from .cluster import connect
@@ -45,7 +44,7 @@ class RenderPlan:
             f"conformations    {self.n_conformations} ({self.n_done} already done, {todo} to render)",
             f"grid             {'x'.join(map(str, self.layout.shape))} {self.layout.dtype}, "
             f"chunks {self.layout.chunks}",
-            f"support          {self.support_radius:.2f} A ({self.window}^3 voxels per atom)",
+            f"support          up to {self.support_radius:.2f} A ({self.window}^3 voxels per atom)",
             f"atom split       {self.split} x {self.n_batches}" if self.n_batches > 1 else
             f"batch            {self.batch_size} conformations per task",
             f"tasks            {self.n_tasks}",
@@ -144,9 +143,10 @@ def render_ensemble(
     store = os.path.abspath(os.fspath(store))
     n = len(source)
 
-    amplitudes, variances = tasks.mixture(source, extra_b_factor)
-    radius = support_radius(amplitudes, variances, voxel_size, truncation)
-    k = window_size(radius, voxel_size)
+    probe = tasks.RenderSpec(shape, voxel_size, float(truncation), 1, (0.0, 0.0, 0.0),
+                             float(extra_b_factor), store)
+    plan = tasks.support_plan(source, probe)  # validates elements; workers derive the same
+    radius, k = plan.radius, plan.k_max
     centre = _centre(source, center)
     z_slabs = n_batches if (n_batches > 1 and split == "slabs") else 1
     layout = store_module.StoreLayout(
@@ -167,7 +167,8 @@ def render_ensemble(
         "units": "A^-2 (potential), A (coordinates)",
         "voxel_size_angstrom": voxel_size,
         "renderer": "GaussianMixtureRenderFn (exact voxel averages)",
-        "renderer_options": f"truncation={truncation}, support_radius={radius:.4f} A",
+        "renderer_options": f"truncation={truncation}, support radii (A) by window: "
+        + ", ".join(f"{n} atoms {r:.3f} (k={w})" for n, r, w in plan.groups),
         "scattering_table": "Peng et al. (1996), from gemmi Element.c4322",
         "input_files": list(inputs),
         "conventions": "arrays [z, y, x]; voxel i at (i - n // 2) * voxel_size; positions "
@@ -188,8 +189,9 @@ def render_ensemble(
         if int(batch_size) < 1:
             raise ValueError(f"batch_size: must be >= 1; got {batch_size}")
         batch_size = int(batch_size)
-        spec = tasks.RenderSpec(shape, voxel_size, radius, batch_size if n_batches == 1 else 1,
-                                centre, float(extra_b_factor), store)
+        spec = dataclasses.replace(
+            probe, batch_size=batch_size if n_batches == 1 else 1, centre=centre
+        )
         runs = _contiguous_batches(todo, batch_size) if n_batches == 1 else [(i, i + 1) for i in todo]
         n_tasks = len(runs) * (1 if n_batches == 1 else n_batches + 1)
         atoms_per_task = source.n_atoms / n_batches

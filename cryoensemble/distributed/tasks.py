@@ -19,7 +19,8 @@ class RenderSpec:
     """Everything a task needs besides the source (picklable, hashable).
 
     - `shape`, `voxel_size` (A): the grid.
-    - `support_radius` (A): each atom's cube of voxels (sized once on the client).
+    - `truncation`: the relative L2 bound that sizes each atom's cube of voxels (the plan
+      is derived from it identically on the client and on every worker).
     - `batch_size`: conformations per task (tasks are padded to it).
     - `centre`: subtracted from every position (A), so the molecule sits in the box.
     - `extra_b_factor`: A^2 added to every atom's Peng b.
@@ -28,7 +29,7 @@ class RenderSpec:
 
     shape: tuple[int, int, int]
     voxel_size: float
-    support_radius: float
+    truncation: float
     batch_size: int
     centre: tuple[float, float, float]
     extra_b_factor: float
@@ -61,6 +62,75 @@ def _peng_mixture(atomic_numbers: tuple, extra_b_factor: float):
     return (np.asarray(parameters.a, np.float32), (b / (8 * np.pi**2)).astype(np.float32))
 
 
+@dataclasses.dataclass(frozen=True)
+class SupportPlan:
+    """Atoms sorted into groups of one window size: `order` permutes a source's atoms,
+    `amplitudes`/`variances` are already permuted, `groups` is `((n, radius, k), ...)`."""
+
+    order: np.ndarray
+    amplitudes: np.ndarray
+    variances: np.ndarray
+    groups: tuple
+
+    @property
+    def radius(self) -> float:
+        return max(r for _, r, _ in self.groups)
+
+    @property
+    def k_max(self) -> int:
+        return max(k for _, _, k in self.groups)
+
+
+_PLANS: dict = {}
+
+
+def support_plan(source, spec: RenderSpec) -> SupportPlan:
+    """The (cached) support plan of a source's atoms for this grid and bound."""
+    import hashlib
+
+    from ..simulator.gaussian_kernels import support_groups, support_radii
+
+    amplitudes, variances = mixture(source, spec.extra_b_factor)
+    key = (hashlib.sha1(amplitudes.tobytes() + variances.tobytes()).hexdigest(),
+           spec.voxel_size, spec.truncation)
+    if key not in _PLANS:
+        radii = support_radii(amplitudes, variances, spec.voxel_size, spec.truncation)
+        order, groups = support_groups(radii, spec.voxel_size)
+        _PLANS[key] = SupportPlan(order, amplitudes[order], variances[order], groups)
+    return _PLANS[key]
+
+
+def _pad_groups(groups: tuple, counts: list[int]) -> tuple[tuple, list[int]]:
+    """Groups with each count rounded up to a few sizes (bounded recompilation), and the
+    padding each needs."""
+    padded = tuple((padded_atom_count(n), r, k) for (_, r, k), n in zip(groups, counts) if n)
+    extra = [padded_atom_count(n) - n for n in counts if n]
+    return padded, extra
+
+
+def _select(positions, plan: SupportPlan, masks: list[np.ndarray]):
+    """Keep, group by group, the atoms in `masks`; pad each group with zero-amplitude atoms
+    (they add exact zeros). Returns positions, amplitudes, variances and the groups."""
+    pieces_p, pieces_a, pieces_v, counts = [], [], [], []
+    first = 0
+    for (count, _, _), mask in zip(plan.groups, masks):
+        part = slice(first, first + count)
+        first += count
+        n = int(mask.sum())
+        counts.append(n)
+        if not n:
+            continue
+        extra = padded_atom_count(n) - n
+        p = positions[:, part][:, mask]
+        pieces_p.append(np.concatenate([p, np.zeros((p.shape[0], extra, 3), p.dtype)], axis=1))
+        a, v = plan.amplitudes[part][mask], plan.variances[part][mask]
+        pieces_a.append(np.concatenate([a, np.zeros((extra, a.shape[1]), a.dtype)]))
+        pieces_v.append(np.concatenate([v, np.ones((extra, v.shape[1]), v.dtype)]))
+    groups, _ = _pad_groups(plan.groups, counts)
+    return (np.concatenate(pieces_p, axis=1), np.concatenate(pieces_a),
+            np.concatenate(pieces_v), groups)
+
+
 def padded_atom_count(n: int) -> int:
     """Round an atom count up to one of a few sizes (1, 1.25, 1.5, 1.75 x 2^k)."""
     if n <= 64:
@@ -73,14 +143,15 @@ def padded_atom_count(n: int) -> int:
 
 
 @functools.lru_cache(maxsize=32)
-def batch_renderer(shape, voxel_size, support_radius, z_size=None):
-    """A jitted `(positions (b, n, 3), amplitudes, variances, z_start) -> (b, z, y, x)`."""
+def batch_renderer(shape, voxel_size, groups, z_size=None):
+    """A jitted `(positions (b, n, 3), amplitudes, variances, z_start) -> (b, z, y, x)`
+    for atoms sorted into `groups` (see `SupportPlan`)."""
     import jax
 
     from ..simulator import GaussianMixtureRenderFn, GaussianMixtureVolume
 
     _COMPILES["count"] += 1
-    render = GaussianMixtureRenderFn(shape, voxel_size, support_radius=support_radius)
+    render = GaussianMixtureRenderFn(shape, voxel_size, support_groups=groups)
     z_size = shape[0] if z_size is None else z_size
 
     @jax.jit
@@ -100,19 +171,6 @@ def _pad_batch(positions: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([positions, extra])
 
 
-def _pad_atoms(positions, amplitudes, variances, n_padded):
-    """Pad with zero-amplitude atoms (they add exact zeros)."""
-    n = positions.shape[1]
-    if n == n_padded:
-        return positions, amplitudes, variances
-    positions = np.concatenate(
-        [positions, np.zeros((positions.shape[0], n_padded - n, 3), positions.dtype)], axis=1
-    )
-    amplitudes = np.concatenate([amplitudes, np.zeros((n_padded - n, amplitudes.shape[1]), amplitudes.dtype)])
-    variances = np.concatenate([variances, np.ones((n_padded - n, variances.shape[1]), variances.dtype)])
-    return positions, amplitudes, variances
-
-
 def _read(source, spec: RenderSpec, start: int, stop: int) -> np.ndarray:
     positions = source.read(start, stop)
     return positions - np.asarray(spec.centre, np.float32)
@@ -121,13 +179,12 @@ def _read(source, spec: RenderSpec, start: int, stop: int) -> np.ndarray:
 def render_conformations(source, spec: RenderSpec, start: int, stop: int) -> dict:
     """Render conformations `[start, stop)` and write them, then mark them done."""
     t0 = time.perf_counter()
-    positions = _pad_batch(_read(source, spec, start, stop), spec.batch_size)
-    amplitudes, variances = mixture(source, spec.extra_b_factor)
-    positions, amplitudes, variances = _pad_atoms(
-        positions, amplitudes, variances, padded_atom_count(positions.shape[1])
-    )
+    plan = support_plan(source, spec)
+    positions = _pad_batch(_read(source, spec, start, stop), spec.batch_size)[:, plan.order]
+    everything = [np.ones(count, bool) for count, _, _ in plan.groups]
+    positions, amplitudes, variances, groups = _select(positions, plan, everything)
     t1 = time.perf_counter()
-    run = batch_renderer(spec.shape, spec.voxel_size, spec.support_radius)
+    run = batch_renderer(spec.shape, spec.voxel_size, groups)
     volumes = run(positions, amplitudes, variances, 0)
     volumes.block_until_ready()
     t2 = time.perf_counter()
@@ -140,39 +197,46 @@ def render_conformations(source, spec: RenderSpec, start: int, stop: int) -> dic
             "to_host_s": t3 - t2, "write_s": t4 - t3}
 
 
-def atoms_touching_slab(index_z: np.ndarray, z0: int, z1: int, radius_in_voxels: float) -> np.ndarray:
-    """Mask of atoms whose support window meets z-planes [z0, z1) (same rule as the kernel)."""
+def atoms_touching_slab(index_z: np.ndarray, z0: int, z1: int, radius_in_voxels: float,
+                        k: int) -> np.ndarray:
+    """Mask of atoms whose k-voxel window meets z-planes [z0, z1) (the kernel's rule)."""
     start = np.floor(index_z - radius_in_voxels + 0.5)
-    k = int(np.ceil(2 * radius_in_voxels - 1e-9)) + 1
     return (start + k > z0) & (start < z1)
 
 
 def render_slab(source, spec: RenderSpec, index: int, z0: int, z1: int) -> dict:
     """Render planes [z0, z1) of one conformation from the atoms that touch them; write."""
     t0 = time.perf_counter()
-    positions = _read(source, spec, index, index + 1)
-    amplitudes, variances = mixture(source, spec.extra_b_factor)
+    plan = support_plan(source, spec)
+    positions = _read(source, spec, index, index + 1)[:, plan.order]
     index_z = positions[0, :, 2] / spec.voxel_size + spec.shape[0] // 2
-    keep = atoms_touching_slab(index_z, z0, z1, spec.support_radius / spec.voxel_size)
-    positions, amplitudes, variances = positions[:, keep], amplitudes[keep], variances[keep]
-    positions, amplitudes, variances = _pad_atoms(
-        positions, amplitudes, variances, padded_atom_count(max(int(keep.sum()), 1))
-    )
-    run = batch_renderer(spec.shape, spec.voxel_size, spec.support_radius, z1 - z0)
-    slab = np.asarray(run(positions, amplitudes, variances, z0))
-    t1 = time.perf_counter()
+    masks, first = [], 0
+    for count, radius, k in plan.groups:
+        masks.append(atoms_touching_slab(index_z[first : first + count], z0, z1,
+                                         radius / spec.voxel_size, k))
+        first += count
+    if not any(m.any() for m in masks):  # an empty slab: zeros, still written
+        slab = np.zeros((1, z1 - z0) + spec.shape[1:], np.float32)
+    else:
+        positions, amplitudes, variances, groups = _select(positions, plan, masks)
+        run = batch_renderer(spec.shape, spec.voxel_size, groups, z1 - z0)
+        slab = np.asarray(run(positions, amplitudes, variances, z0))
     store_module.write_volumes(spec.store, index, slab, z_start=z0)
-    return {"index": index, "z0": z0, "atoms": int(keep.sum()), "seconds": time.perf_counter() - t0}
+    return {"index": index, "z0": z0, "atoms": int(sum(m.sum() for m in masks)),
+            "seconds": time.perf_counter() - t0}
 
 
 def render_atom_group(source, spec: RenderSpec, index: int, a0: int, a1: int) -> np.ndarray:
-    """The partial volume of atoms [a0, a1) of one conformation (to be summed)."""
-    positions = _read(source, spec, index, index + 1)[:, a0:a1]
-    amplitudes, variances = mixture(source, spec.extra_b_factor)
-    positions, amplitudes, variances = _pad_atoms(
-        positions, amplitudes[a0:a1], variances[a0:a1], padded_atom_count(a1 - a0)
-    )
-    run = batch_renderer(spec.shape, spec.voxel_size, spec.support_radius)
+    """The partial volume of (sorted) atoms [a0, a1) of one conformation, to be summed."""
+    plan = support_plan(source, spec)
+    positions = _read(source, spec, index, index + 1)[:, plan.order]
+    masks, first = [], 0
+    for count, _, _ in plan.groups:
+        ids = np.arange(first, first + count)
+        masks.append((ids >= a0) & (ids < a1))
+        first += count
+    positions, amplitudes, variances, groups = _select(positions, plan, masks)
+    run = batch_renderer(spec.shape, spec.voxel_size, groups)
     return np.asarray(run(positions, amplitudes, variances, 0))[0]
 
 

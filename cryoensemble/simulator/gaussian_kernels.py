@@ -33,11 +33,11 @@ def _ARANGE(k):
     return jnp.arange(k, dtype=jnp.int32)
 
 
-def support_radius(
+def support_radii(
     amplitudes: np.ndarray, variances: np.ndarray, voxel_size: float, truncation: float
-) -> float:
-    """The smallest half-width R (A) of the cube around each atom outside which its
-    potential may be dropped.
+) -> np.ndarray:
+    """For each atom, the smallest half-width R (A) of the cube around it outside which
+    its potential may be dropped; shape `(n_positions,)`.
 
     Bound: for every atom, the L2 norm of its voxel averages outside its window is at most
     `truncation` times the L2 norm of that atom's voxelized potential. The voxels outside
@@ -57,8 +57,9 @@ def support_radius(
     a = np.asarray(amplitudes, dtype=np.float64)
     v = np.asarray(variances, dtype=np.float64)
     if a.size == 0:
-        return 0.0
-    rows = np.unique(np.concatenate([a, v], axis=1), axis=0)
+        return np.zeros(a.shape[0])
+    # Atoms of one element share parameters: solve once per distinct row.
+    rows, inverse = np.unique(np.concatenate([a, v], axis=1), axis=0, return_inverse=True)
     a, v = rows[:, : a.shape[1]], rows[:, a.shape[1] :]
     if np.any(v <= 0) or not np.all(np.isfinite(v)):
         raise ValueError("GaussianMixtureRenderFn: variances must be finite and > 0")
@@ -69,19 +70,46 @@ def support_radius(
     norm = np.sqrt(np.abs(np.einsum("ni,nij,nj->n", a, gram, a)))
     component_norm = np.abs(a) * (4 * np.pi * v) ** -0.75
 
-    def tail(radius: float) -> np.ndarray:
-        e = _erfc(radius / sigma).astype(np.float64)
+    def tail(radius: np.ndarray) -> np.ndarray:
+        e = _erfc(radius[:, None] / sigma).astype(np.float64)
         outside = 3 * e - 3 * e**2 + e**3  # 1 - erf^3 without cancellation
         return np.sum(component_norm * np.sqrt(np.clip(outside, 0, None)), axis=1)
 
-    lo, hi = 0.0, 40.0 * float(sigma.max())
-    for _ in range(60):
+    lo, hi = np.zeros(len(rows)), 40.0 * sigma.max(axis=1)
+    for _ in range(60):  # bisection, all rows at once
         mid = 0.5 * (lo + hi)
-        if np.all(tail(mid) <= truncation * norm):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+        ok = tail(mid) <= truncation * norm
+        hi, lo = np.where(ok, mid, hi), np.where(ok, lo, mid)
+    return hi[inverse.reshape(-1)]
+
+
+def support_radius(
+    amplitudes: np.ndarray, variances: np.ndarray, voxel_size: float, truncation: float
+) -> float:
+    """One half-width (A) that suffices for every atom: the largest of `support_radii`."""
+    radii = support_radii(amplitudes, variances, voxel_size, truncation)
+    return float(radii.max()) if radii.size else 0.0
+
+
+# ((n_atoms, radius in A, window size k), ...) of contiguous groups of atoms.
+SupportGroups = tuple[tuple[int, float, int], ...]
+
+
+def support_groups(radii: np.ndarray, voxel_size: float) -> tuple[np.ndarray, SupportGroups]:
+    """Group atoms by window size, so that a few wide atoms (ions, high B) do not widen
+    every atom's window.
+
+    **Returns:** `(order, groups)`: a stable permutation that makes each group contiguous,
+    and `((n_atoms, radius, k), ...)` per group in that order, radius the group's largest
+    and k its window size in voxels.
+    """
+    k = np.asarray([window_size(r, voxel_size) for r in radii], dtype=np.int64)
+    order = np.argsort(k, kind="stable")
+    groups = []
+    for value in np.unique(k):
+        members = k == value
+        groups.append((int(members.sum()), float(radii[members].max()), int(value)))
+    return order, tuple(groups)
 
 
 def window_size(radius: float, voxel_size: float) -> int:
@@ -96,7 +124,9 @@ def grid_indices(
 
     Voxel i of an axis of length n sits at (i - n // 2) * voxel_size.
     """
-    zyx = positions[:, ::-1] / voxel_size
+    # Multiply by the reciprocal: XLA rewrites division so under jit, and doing the same
+    # here keeps eager, jitted and sliced renders identical to the last bit.
+    zyx = positions[:, ::-1] * (1.0 / voxel_size)
     return zyx + jnp.asarray([s // 2 for s in shape], dtype=positions.dtype)
 
 
@@ -145,8 +175,7 @@ def render_local(
     variances: Float[Array, "n g"],
     shape: Shape3,
     voxel_size,
-    k: int,
-    radius: float,
+    groups: SupportGroups,
     z_start=0,
     z_size: int | None = None,
     n_batches: int = 1,
@@ -161,59 +190,72 @@ def render_local(
 
     - `positions`, `amplitudes`, `variances`: the mixture, in A, A and A^2.
     - `shape`: the grid (nz, ny, nx); `voxel_size` in A.
-    - `k`, `radius`: window size in voxels and the support radius in A it covers
-      (`window_size(radius, voxel_size) == k`).
-    - `n_batches`: atoms are processed in this many groups, summed in sequence, which
-      bounds the memory of the K^3 blocks to n_atoms / n_batches of them.
+    - `groups`: `((n_atoms, radius, k), ...)`: the atoms, in order, fall into contiguous
+      groups whose k^3 windows cover `radius` (A) around each atom (see `support_groups`).
+    - `n_batches`: each group's atoms are processed in this many parts, summed in
+      sequence, which bounds the memory of the K^3 blocks.
     """
     nz, ny, nx = shape
     z_size = nz if z_size is None else z_size
     dtype = positions.dtype
     voxel_size = jnp.asarray(voxel_size, dtype)
-    pad = k - 1
+    if sum(group[0] for group in groups) != positions.shape[0]:
+        raise ValueError(
+            f"render_local: support groups cover {sum(g[0] for g in groups)} atoms, "
+            f"the volume has {positions.shape[0]}"
+        )
+    k_max = max([k for _, _, k in groups] + [1])
+    pad = k_max - 1
     padded_shape = (z_size + 2 * pad, ny + 2 * pad, nx + 2 * pad)
     lower = jnp.asarray([z_start, 0, 0])
     upper = jnp.asarray([z_start + z_size, ny, nx])
-
-    n = positions.shape[0]
-    per_batch = -(-n // n_batches)
-    n_padded = per_batch * n_batches
-
-    def pad_atoms(x, value):
-        return jnp.concatenate([x, jnp.full((n_padded - n,) + x.shape[1:], value, x.dtype)])
-
     index = grid_indices(positions, shape, voxel_size)
-    batches = (
-        pad_atoms(index, 0.0).reshape(n_batches, per_batch, 3),
-        pad_atoms(amplitudes, 0.0).reshape(n_batches, per_batch, -1),
-        pad_atoms(variances, 1.0).reshape(n_batches, per_batch, -1),
-    )
-    radius_in_voxels = radius / voxel_size
 
-    def add_batch(grid, batch):
-        index, amplitude, variance = batch
-        # First voxel of each atom's window, in absolute grid indices.
-        start = jnp.floor(index - radius_in_voxels + 0.5).astype(jnp.int32)
-        sigma = jnp.sqrt(variance)[..., None]
-        pz, py, px = (_profiles(index[:, j], start[:, j], k, sigma, voxel_size) for j in range(3))
-        touches = jnp.all((start + k > lower) & (start < upper), axis=1)
-        weight = jnp.where(touches[:, None], amplitude, 0.0) / voxel_size**3
-        # Plain broadcasting, not einsum: no TF32 matmul on GPUs (its 1e-3 error would
-        # swamp the bound), and faster on CPU for these tiny contractions.
-        zy = (weight[:, :, None, None] * pz[:, :, :, None] * py[:, :, None, :])
-        blocks = jnp.sum(zy[..., None] * px[:, :, None, None, :], axis=1)  # (n, kz, ky, kx)
-        # Windows that touch the range fit the padded grid unclipped; the others are
-        # zero and are clipped anywhere in range.
-        offset = start - lower + pad
-        offset = jnp.clip(offset, 0, jnp.asarray(padded_shape) - k)
-        grid = _scatter_blocks(grid, offset, blocks, k)
-        return grid, None
+    def add_group(grid, index, amplitudes, variances, radius, k):
+        n = index.shape[0]
+        parts = min(n_batches, n)
+        per_batch = -(-n // parts)
+        n_padded = per_batch * parts
+
+        def pad_atoms(x, value):
+            return jnp.concatenate([x, jnp.full((n_padded - n,) + x.shape[1:], value, x.dtype)])
+
+        batches = (
+            pad_atoms(index, 0.0).reshape(parts, per_batch, 3),
+            pad_atoms(amplitudes, 0.0).reshape(parts, per_batch, -1),
+            pad_atoms(variances, 1.0).reshape(parts, per_batch, -1),
+        )
+        radius_in_voxels = radius * (1.0 / voxel_size)
+
+        def add_batch(grid, batch):
+            index, amplitude, variance = batch
+            # First voxel of each atom's window, in absolute grid indices.
+            start = jnp.floor(index - radius_in_voxels + 0.5).astype(jnp.int32)
+            sigma = jnp.sqrt(variance)[..., None]
+            pz, py, px = (_profiles(index[:, j], start[:, j], k, sigma, voxel_size) for j in range(3))
+            touches = jnp.all((start + k > lower) & (start < upper), axis=1)
+            weight = jnp.where(touches[:, None], amplitude, 0.0) * (1.0 / voxel_size) ** 3
+            # Plain broadcasting, not einsum: no TF32 matmul on GPUs (its 1e-3 error would
+            # swamp the bound), and faster on CPU for these tiny contractions.
+            zy = weight[:, :, None, None] * pz[:, :, :, None] * py[:, :, None, :]
+            blocks = jnp.sum(zy[..., None] * px[:, :, None, None, :], axis=1)  # (n, k, k, k)
+            # Windows that touch the range fit the padded grid unclipped; the others are
+            # zero and are clipped anywhere in range.
+            offset = start - lower + pad
+            offset = jnp.clip(offset, 0, jnp.asarray(padded_shape) - k)
+            return _scatter_blocks(grid, offset, blocks, k), None
+
+        if parts == 1:
+            return add_batch(grid, jax.tree.map(lambda x: x[0], batches))[0]
+        return jax.lax.scan(add_batch, grid, batches)[0]
 
     grid = jnp.zeros(padded_shape, dtype)
-    if n_batches == 1:
-        grid, _ = add_batch(grid, jax.tree.map(lambda x: x[0], batches))
-    else:
-        grid, _ = jax.lax.scan(add_batch, grid, batches)
+    first = 0
+    for count, radius, k in groups:
+        if count:
+            part = slice(first, first + count)
+            grid = add_group(grid, index[part], amplitudes[part], variances[part], radius, k)
+        first += count
     return grid[pad : pad + z_size, pad : pad + ny, pad : pad + nx]
 
 

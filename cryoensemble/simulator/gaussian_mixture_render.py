@@ -10,7 +10,14 @@ import numpy as np
 from jaxtyping import Array, Float, Inexact
 
 from ..errors import BatchOptionsError
-from .gaussian_kernels import render_dense, render_local, support_radius, window_size
+from .gaussian_kernels import (
+    SupportGroups,
+    render_dense,
+    render_local,
+    support_groups,
+    support_radii,
+    window_size,
+)
 from .gaussian_mixture_volume import GaussianMixtureVolume
 from .render_base import AbstractVolumeRenderFn, real_to_requested_space
 
@@ -64,6 +71,7 @@ class GaussianMixtureRenderFn(AbstractVolumeRenderFn, strict=True):
     n_batches: int = eqx.field(static=True)
     truncation: float | None = eqx.field(static=True)
     support_radius: float | None = eqx.field(static=True)
+    support_groups: SupportGroups | None = eqx.field(static=True)
     voxel_size_value: float = eqx.field(static=True)
 
     def __init__(
@@ -74,6 +82,7 @@ class GaussianMixtureRenderFn(AbstractVolumeRenderFn, strict=True):
         batch_options: dict[str, Any] = {},
         truncation: float | None = None,
         support_radius: float | None = None,
+        support_groups: SupportGroups | None = None,
     ):
         """**Arguments:**
 
@@ -92,6 +101,9 @@ class GaussianMixtureRenderFn(AbstractVolumeRenderFn, strict=True):
           1e-6 for float32 volumes, 1e-12 for float64 ones (x64 users want the digits).
         - `support_radius`: the half-width in A of each atom's cube of voxels; overrides
           `truncation` and keeps the fast path when variances are traced.
+        - `support_groups`: `((n_atoms, radius, k), ...)` for volumes whose atoms are sorted
+          into contiguous groups of one window size (from `support_plan`); like
+          `support_radius`, but a few wide atoms do not widen every window.
         """
         shape = tuple(int(s) for s in shape)
         if len(shape) != 3 or min(shape) < 1:
@@ -131,23 +143,50 @@ class GaussianMixtureRenderFn(AbstractVolumeRenderFn, strict=True):
         self.n_batches = _check_positive_int(batch_options, "n_batches", 1)
         self.truncation = None if truncation is None else float(truncation)
         self.support_radius = None if support_radius is None else float(support_radius)
+        self.support_groups = (
+            None if support_groups is None
+            else tuple((int(n), float(r), int(k)) for n, r, k in support_groups)
+        )
 
     @property
     def batch_options(self) -> dict[str, Any]:
         """The batching options as given (defaults filled in)."""
         return {"batch_size": self.batch_size, "n_batches": self.n_batches}
 
-    def support_radius_for(self, volume: GaussianMixtureVolume) -> float | None:
-        """The support radius (A) used for `volume`, or None if it cannot be sized."""
+    def _truncation_for(self, dtype) -> float:
+        if self.truncation is not None:
+            return self.truncation
+        return 1e-12 if dtype == np.float64 else 1e-6
+
+    def support_plan(
+        self, volume: GaussianMixtureVolume
+    ) -> tuple[np.ndarray | None, SupportGroups] | None:
+        """How `volume`'s atoms are windowed: `(order, groups)`, or None where the windows
+        cannot be sized (variances traced and no support given).
+
+        `order` (or None for the identity) sorts the atoms into the contiguous `groups`
+        `((n_atoms, radius, k), ...)` of one window size each. To keep this fast path
+        under `jit`, sort the atoms by `order` once and pass `support_groups=groups`.
+        """
+        n = volume.positions.shape[0]
+        if self.support_groups is not None:
+            return None, self.support_groups
         if self.support_radius is not None:
-            return self.support_radius
+            radius = self.support_radius
+            return None, ((n, radius, window_size(radius, self.voxel_size_value)),)
         amplitudes, variances = _concrete(volume.amplitudes), _concrete(volume.variances)
         if amplitudes is None or variances is None:
             return None
-        truncation = self.truncation
-        if truncation is None:
-            truncation = 1e-12 if variances.dtype == np.float64 else 1e-6
-        return support_radius(amplitudes, variances, self.voxel_size_value, truncation)
+        radii = support_radii(
+            amplitudes, variances, self.voxel_size_value, self._truncation_for(variances.dtype)
+        )
+        order, groups = support_groups(radii, self.voxel_size_value)
+        return (None if len(groups) == 1 else order), groups
+
+    def support_radius_for(self, volume: GaussianMixtureVolume) -> float | None:
+        """The largest support radius (A) used for `volume`, or None if it cannot be sized."""
+        plan = self.support_plan(volume)
+        return None if plan is None else max(radius for _, radius, _ in plan[1])
 
     def _check(self, volume) -> GaussianMixtureVolume:
         if not isinstance(volume, GaussianMixtureVolume):
@@ -172,21 +211,23 @@ class GaussianMixtureRenderFn(AbstractVolumeRenderFn, strict=True):
         large for one device can be rendered slab by slab. Needs a concrete support radius.
         """
         volume = self._check(volume)
-        radius = self.support_radius_for(volume)
-        if radius is None:
+        plan = self.support_plan(volume)
+        if plan is None:
             raise ValueError(
                 "GaussianMixtureRenderFn.render_slab: variances are traced; pass "
-                "support_radius= when building the render fn"
+                "support_radius= or support_groups= when building the render fn"
             )
-        k = window_size(radius, self.voxel_size_value)
+        order, groups = plan
+        positions, amplitudes, variances = volume.positions, volume.amplitudes, volume.variances
+        if order is not None:
+            positions, amplitudes, variances = positions[order], amplitudes[order], variances[order]
         return render_local(
-            volume.positions,
-            volume.amplitudes,
-            volume.variances,
+            positions,
+            amplitudes,
+            variances,
             self.shape,
-            self.voxel_size.astype(volume.positions.dtype),
-            k,
-            radius,
+            self.voxel_size.astype(positions.dtype),
+            groups,
             z_start=z_start,
             z_size=int(z_size),
             n_batches=self.n_batches,
@@ -202,9 +243,8 @@ class GaussianMixtureRenderFn(AbstractVolumeRenderFn, strict=True):
     ) -> Inexact[Array, "nz ny nx"]:
         """Render the volume; see `AbstractVolumeRenderFn.__call__` for the arguments."""
         volume = self._check(volume_representation)
-        radius = self.support_radius_for(volume)
         voxel_size = self.voxel_size.astype(volume.positions.dtype)
-        if radius is None:
+        if self.support_plan(volume) is None:
             warnings.warn(
                 "GaussianMixtureRenderFn: variances are traced, so every atom is evaluated "
                 "on every voxel (slow); pass support_radius= to keep the local path",
