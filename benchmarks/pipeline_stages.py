@@ -53,24 +53,26 @@ def main(argv=None):
     source = CycledSource(TrajectorySource(DATA / "adk.psf", DATA / "adk_dims.dcd"), args.batch)
     positions = source.read(0, args.batch)
     positions = positions - positions[0].mean(axis=0)
-    amplitudes, variances = tasks.mixture(source, 0.0)
-    radius = gaussian_kernels.support_radius(amplitudes, variances, 1.0, 1e-6)
-    padded = tasks._pad_atoms(positions, amplitudes, variances, tasks.padded_atom_count(positions.shape[1]))
+    spec = tasks.RenderSpec(shape, 1.0, 1e-6, args.batch, (0.0, 0.0, 0.0), 0.0, "")
+    plan = tasks.support_plan(source, spec)
+    radius = plan.radius
+    everything = [np.ones(n, bool) for n, _, _ in plan.groups]
+    *padded, groups = tasks._select(positions[:, plan.order], plan, everything)
     device_inputs = [jax.device_put(x) for x in padded]
     print(f"# device {jax.devices()[0]}, jax {jax.__version__}, grid {args.shape}^3, "
-          f"batch {args.batch}, support {radius:.2f} A")
+          f"batch {args.batch}, support groups (atoms, radius A, k): {groups}")
 
     for scatter in ("rows", "windows"):
         gaussian_kernels.SCATTER = scatter
         tasks.batch_renderer.cache_clear()
-        run = tasks.batch_renderer(shape, 1.0, radius)
+        run = tasks.batch_renderer(shape, 1.0, groups)
         seconds = timed(lambda: run(*device_inputs, 0).block_until_ready(), args.repeats)
         print(f"render ({scatter} scatter): {args.batch / seconds:9.1f} frames/s  "
               f"({seconds / args.batch * 1e3:.3f} ms/frame)")
     gaussian_kernels.SCATTER = "rows"
     tasks.batch_renderer.cache_clear()
     before = tasks.compile_count()
-    run = tasks.batch_renderer(shape, 1.0, radius)
+    run = tasks.batch_renderer(shape, 1.0, groups)
     volumes = run(*device_inputs, 0)
     volumes.block_until_ready()
     for _ in range(3):
@@ -94,13 +96,44 @@ def main(argv=None):
     seconds = timed(lambda: np.asarray(half(*device_inputs, 0)), args.repeats)
     print(f"device->host float16 (half the bytes): render+copy {seconds * 1e3:.1f} ms")
 
+    from concurrent.futures import ThreadPoolExecutor
+
+    def parallel_copy(pieces=8):
+        out = run(*device_inputs, 0)
+        slices = [out[i::pieces] for i in range(pieces)]
+        with ThreadPoolExecutor(pieces) as pool:
+            return list(pool.map(np.asarray, slices))
+
+    seconds = timed(parallel_copy, args.repeats)
+    print(f"device->host 8 strided slices from 8 threads: "
+          f"{nbytes / max(seconds - render_only, 1e-9) / 1e9:6.2f} GB/s")
+
+    def per_volume_get():
+        out = run(*device_inputs, 0)
+        return jax.device_get([out[i] for i in range(out.shape[0])])
+
+    seconds = timed(per_volume_get, args.repeats)
+    print(f"device->host device_get per volume: {nbytes / max(seconds - render_only, 1e-9) / 1e9:6.2f} GB/s")
+
     host = np.asarray(volumes)
-    codec = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.BITSHUFFLE)
+    import shutil
+    import tempfile
+
+    from cryoensemble import store as store_module
+
+    workdir = tempfile.mkdtemp()
+    layout = store_module.StoreLayout(args.batch, shape, "float32", args.shape)
+    store_module.prepare_store(f"{workdir}/s.zarr", layout, {"voxel_size": 1.0}, {}, {})
+    seconds = timed(lambda: store_module.write_volumes(f"{workdir}/s.zarr", 0, host), 3)
+    print(f"zarr write of the batch (store codec): {nbytes / seconds / 1e9:6.2f} GB/s "
+          f"({seconds / args.batch * 1e3:.2f} ms/volume)")
+    shutil.rmtree(workdir)
+    codec = numcodecs.Blosc(cname="zstd", clevel=1, shuffle=numcodecs.Blosc.SHUFFLE)
     for threads in (1, os.cpu_count()):
         numcodecs.blosc.set_nthreads(threads)
         seconds = timed(lambda: [codec.encode(v) for v in host[:16]], 3)
         ratio = sum(len(codec.encode(v)) for v in host[:4]) / host[:4].nbytes
-        print(f"blosc zstd-3 bitshuffle, {threads:2d} threads: {host[:16].nbytes / seconds / 1e9:6.2f} GB/s "
+        print(f"blosc zstd-1 shuffle, main thread, {threads:2d} threads: {host[:16].nbytes / seconds / 1e9:6.2f} GB/s "
               f"(ratio {ratio:.2f})")
 
 

@@ -1,6 +1,6 @@
 """The volume store: an xarray Dataset in a zarr (format 3) store on disk.
 
-Layout: `potential` (conformation, z, y, x), A^-2, float32 or float16, zstd-compressed,
+Layout: `potential` (conformation, z, y, x), A^-2, float32 or float16, zstd-compressed (blosc),
 one conformation per chunk (sub-chunked in z for large grids or slab-split renders);
 `z/y/x` coordinates in A at voxel centres; per-conformation coordinates from the source;
 `rendered` (conformation,) uint8, one chunk per conformation, written only after all of
@@ -173,7 +173,9 @@ def _create(path, layout, parameters, labels, attributes):
     dataset.attrs["cryoensemble_parameters"] = json.dumps(parameters, sort_keys=True)
     dataset.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
     dataset.attrs["versions"] = json.dumps(package_versions(), sort_keys=True)
-    compressor = zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+    # zstd level 1, byte shuffle: on rendered potentials 3x faster than level 3 with
+    # bit shuffle and smaller (ratio 0.080 vs 0.096 on AdK at 96^3; benchmarks/).
+    compressor = zarr.codecs.BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
     encoding = {
         POTENTIAL: {"chunks": layout.chunks, "compressors": (compressor,)},
         RENDERED: {"chunks": (1,)},

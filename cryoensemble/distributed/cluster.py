@@ -39,8 +39,14 @@ def make_local_cluster(n_workers: int | None = None, gpus: int | None = None, **
     )
 
 
+# Tasks in flight per GPU worker: while one renders, others copy to the host, compress
+# and write, so the device is not idle during I/O.
+THREADS_PER_GPU = 4
+
+
 def _gpu_cluster(gpus: int, **kwargs):
-    """One worker process per GPU, each seeing only its own device.
+    """One worker process per GPU, each seeing only its own device, running
+    `THREADS_PER_GPU` tasks at once.
 
     dask-cuda's LocalCUDACluster where it is installed (it also pins CPU affinity and
     knows NVLink topologies); otherwise the same layout from distributed's SpecCluster.
@@ -55,7 +61,8 @@ def _gpu_cluster(gpus: int, **kwargs):
         LocalCUDACluster = None
     if LocalCUDACluster is not None:
         return LocalCUDACluster(
-            CUDA_VISIBLE_DEVICES=visible, n_workers=gpus, threads_per_worker=1, env=env, **kwargs
+            CUDA_VISIBLE_DEVICES=visible, n_workers=gpus, threads_per_worker=THREADS_PER_GPU,
+            env=env, **kwargs
         )
     from distributed import Nanny, Scheduler, SpecCluster
 
@@ -63,7 +70,8 @@ def _gpu_cluster(gpus: int, **kwargs):
     workers = {
         f"gpu-{i}": {
             "cls": Nanny,
-            "options": {"nthreads": 1, "host": "127.0.0.1", "silence_logs": logging.WARNING,
+            "options": {"nthreads": THREADS_PER_GPU, "host": "127.0.0.1",
+                        "silence_logs": logging.WARNING,
                         "env": dict(env, CUDA_VISIBLE_DEVICES=str(i))},
         }
         for i in range(gpus)

@@ -183,7 +183,8 @@ def render_ensemble(
     todo = np.flatnonzero(~done)
 
     with connect(client, scheduler_address, gpus, n_workers) if not dry_run else _null() as dask_client:
-        workers = len(dask_client.scheduler_info()["workers"]) if dask_client else (n_workers or os.cpu_count())
+        workers = (sum(w["nthreads"] for w in dask_client.scheduler_info()["workers"].values())
+                   if dask_client else (n_workers or os.cpu_count()))
         if batch_size is None:
             batch_size = default_batch_size(len(todo), workers, volume_bytes)
         if int(batch_size) < 1:
