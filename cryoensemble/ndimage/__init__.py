@@ -14,6 +14,7 @@ from .fft import (
 )
 from .fourier_operators import (
     AbstractFourierOperator as AbstractFourierOperator,
+    AbstractRadialFourierOperator as AbstractRadialFourierOperator,
     FourierConstant as FourierConstant,
     FourierGaussian as FourierGaussian,
     FourierSinc as FourierSinc,
@@ -37,6 +38,7 @@ from .splines import (
 
 __all__ = [
     "AbstractFourierOperator",
+    "AbstractRadialFourierOperator",
     "FourierConstant",
     "FourierGaussian",
     "FourierSinc",

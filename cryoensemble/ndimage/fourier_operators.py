@@ -88,7 +88,22 @@ class ProductFourierOperator(AbstractFourierOperator, strict=True):
         return self.left(frequencies) * self.right(frequencies)
 
 
-class FourierGaussian(AbstractFourierOperator, strict=True):
+class AbstractRadialFourierOperator(AbstractFourierOperator, strict=True):
+    """An operator that depends on `|xi|` only, e.g. an isotropic scattering factor.
+
+    Subclasses implement `evaluate_squared_magnitude`; renderers use it to evaluate on a
+    table of the grid's distinct `|xi|^2` (shells) instead of every frequency vector.
+    """
+
+    @abstractmethod
+    def evaluate_squared_magnitude(self, squared_magnitude: Float[Array, "..."]) -> Inexact[Array, "..."]:
+        """Evaluate at `|xi|^2` (A^-2 for frequencies in A^-1)."""
+
+    def __call__(self, frequencies: Float[Array, "... ndim"]) -> Inexact[Array, "..."]:
+        return self.evaluate_squared_magnitude(squared_magnitude(frequencies))
+
+
+class FourierGaussian(AbstractRadialFourierOperator, strict=True):
     """A gaussian in frequency, `amplitude * exp(-b_factor |xi|^2 / 4)`.
 
     As the scattering factor of an atom (`IndependentAtomVolume`) this is the Fourier
@@ -109,8 +124,8 @@ class FourierGaussian(AbstractFourierOperator, strict=True):
         self.amplitude = _as_float(amplitude)
         self.b_factor = _as_float(b_factor)
 
-    def __call__(self, frequencies: Float[Array, "... ndim"]) -> Float[Array, "..."]:
-        return self.amplitude * jnp.exp(-0.25 * self.b_factor * squared_magnitude(frequencies))
+    def evaluate_squared_magnitude(self, squared_magnitude: Float[Array, "..."]) -> Float[Array, "..."]:
+        return self.amplitude * jnp.exp(-0.25 * self.b_factor * squared_magnitude)
 
 
 class FourierSinc(AbstractFourierOperator, strict=True):

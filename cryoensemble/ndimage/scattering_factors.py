@@ -10,7 +10,7 @@ converts, so the two agree to the accuracy of their fits.
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .fourier_operators import AbstractFourierOperator, squared_magnitude
+from .fourier_operators import AbstractRadialFourierOperator
 
 
 def _parameters(a, b, owner: str) -> tuple[Float[Array, " n_terms"], Float[Array, " n_terms"]]:
@@ -23,7 +23,7 @@ def _parameters(a, b, owner: str) -> tuple[Float[Array, " n_terms"], Float[Array
     return a.astype(dtype), b.astype(dtype)
 
 
-class PengScatteringFactor(AbstractFourierOperator, strict=True):
+class PengScatteringFactor(AbstractRadialFourierOperator, strict=True):
     """Peng et al. (1996): `f(xi) = sum_i a_i exp(-(b_i + B) |xi|^2 / 4)`.
 
     That is the tabulated `sum_i a_i exp(-b_i q^2)` at `q = |xi| / 2`, times the
@@ -45,12 +45,12 @@ class PengScatteringFactor(AbstractFourierOperator, strict=True):
         self.a, self.b = _parameters(a, b, "PengScatteringFactor")
         self.b_factor = jnp.asarray(b_factor, dtype=self.b.dtype)
 
-    def __call__(self, frequencies: Float[Array, "... ndim"]) -> Float[Array, "..."]:
-        q2 = squared_magnitude(frequencies)[..., None] / 4.0
+    def evaluate_squared_magnitude(self, squared_magnitude: Float[Array, "..."]) -> Float[Array, "..."]:
+        q2 = squared_magnitude[..., None] / 4.0
         return jnp.sum(self.a * jnp.exp(-(self.b + self.b_factor) * q2), axis=-1)
 
 
-class LobatoScatteringFactor(AbstractFourierOperator, strict=True):
+class LobatoScatteringFactor(AbstractRadialFourierOperator, strict=True):
     """Lobato & Van Dyck (2014): `f(g) = sum_i a_i (2 + b_i g^2) / (1 + b_i g^2)^2`, `g = |xi|`.
 
     Times the Debye-Waller factor `exp(-B |xi|^2 / 4)` of an extra B-factor `B`, as for
@@ -71,8 +71,8 @@ class LobatoScatteringFactor(AbstractFourierOperator, strict=True):
         self.a, self.b = _parameters(a, b, "LobatoScatteringFactor")
         self.b_factor = jnp.asarray(b_factor, dtype=self.b.dtype)
 
-    def __call__(self, frequencies: Float[Array, "... ndim"]) -> Float[Array, "..."]:
-        g2 = squared_magnitude(frequencies)
+    def evaluate_squared_magnitude(self, squared_magnitude: Float[Array, "..."]) -> Float[Array, "..."]:
+        g2 = squared_magnitude
         bg2 = self.b * g2[..., None]
         terms = self.a * (2.0 + bg2) / (1.0 + bg2) ** 2
         return jnp.sum(terms, axis=-1) * jnp.exp(-0.25 * self.b_factor * g2)

@@ -30,8 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Inexact
 
-from ..coordinates.frequency import make_frequency_grid
-from ..ndimage.fourier_operators import AbstractFourierOperator, FourierSinc
+from ..ndimage.fourier_operators import (
+    AbstractFourierOperator,
+    AbstractRadialFourierOperator,
+    FourierSinc,
+)
 from .independent_atom_volume import IndependentAtomVolume
 from .nufft import (
     BACKENDS,
@@ -124,11 +127,35 @@ class FFTAtomRenderFn(AbstractVolumeRenderFn, strict=True):
         self.opts = tuple(sorted(opts.items())) if isinstance(opts, dict) else opts
         self.backend = backend
 
-    def _centred_frequencies(self, dtype) -> Float[Array, "nz ny nx 3"]:
+    def _evaluators(self, factors, dtype):
+        """`(evaluate(factor) -> grid of f(xi), box_sinc grid)` on the centred grid."""
+        voxel_size = self.voxel_size.astype(dtype)
         if self.frequency_grid is not None:
-            return self.frequency_grid.astype(dtype)
-        grid = make_frequency_grid(self.shape, 1.0, outputs_rfft=False).astype(dtype)
-        return jnp.fft.fftshift(grid, axes=(0, 1, 2)) / self.voxel_size.astype(dtype)
+            frequencies = self.frequency_grid.astype(dtype)
+            return (lambda factor: factor(frequencies)), FourierSinc(voxel_size)(frequencies)
+        # Centred frequencies per axis (z, y, x), in cycles per voxel then A^-1.
+        modes = [np.arange(-(n // 2), (n + 1) // 2) for n in self.shape]
+        axes = [jnp.asarray(m / n, dtype) / voxel_size for m, n in zip(modes, self.shape)]
+        expand = [(slice(None), None, None), (None, slice(None), None), (None, None, slice(None))]
+        # The voxel's sinc is separable: three 1D profiles, not three sincs per voxel.
+        box_sinc = (
+            jnp.sinc(axes[0] * voxel_size)[expand[0]]
+            * jnp.sinc(axes[1] * voxel_size)[expand[1]]
+            * jnp.sinc(axes[2] * voxel_size)[expand[2]]
+        )
+        if not all(isinstance(f, AbstractRadialFourierOperator) for f in factors):
+            grid = jnp.stack(jnp.meshgrid(*axes, indexing="ij")[::-1], axis=-1)
+            return (lambda factor: factor(grid)), box_sinc
+        if len(set(self.shape)) == 1:
+            # A cubic box has few distinct |xi|^2 = (mx^2 + my^2 + mz^2) / L^2: evaluate
+            # each radial factor once per shell, then gather.
+            n = self.shape[0]
+            squares = [jnp.asarray(m * m, jnp.int32)[e] for m, e in zip(modes, expand)]
+            shells = squares[0] + squares[1] + squares[2]
+            table = jnp.arange(3 * (n // 2) ** 2 + 1, dtype=dtype) / (n * voxel_size) ** 2
+            return (lambda factor: factor.evaluate_squared_magnitude(table)[shells]), box_sinc
+        xi2 = sum((a * a)[e] for a, e in zip(axes, expand))
+        return (lambda factor: factor.evaluate_squared_magnitude(xi2)), box_sinc
 
     def _check(self, volume) -> IndependentAtomVolume:
         if not isinstance(volume, IndependentAtomVolume):
@@ -160,7 +187,7 @@ class FFTAtomRenderFn(AbstractVolumeRenderFn, strict=True):
         factors = jax.tree.leaves(volume.scattering_factors, is_leaf=_is_operator)
         dtype = jnp.result_type(*positions, jnp.float32) if positions else jnp.float32
         complex_dtype = jnp.result_type(dtype, jnp.complex64)
-        frequencies = self._centred_frequencies(dtype)
+        evaluate, box_sinc = self._evaluators(factors, dtype)
         voxel_size = self.voxel_size.astype(dtype)
         box_zyx = jnp.asarray(self.shape, dtype) * voxel_size
         coefficients = jnp.zeros(self.shape, complex_dtype)
@@ -178,9 +205,9 @@ class FFTAtomRenderFn(AbstractVolumeRenderFn, strict=True):
                 backend=backend,
                 opts=self.opts,
             )
-            coefficients = coefficients + factor(frequencies).astype(dtype) * sums
+            coefficients = coefficients + evaluate(factor).astype(dtype) * sums
         if self.sampling_mode == "average":
-            coefficients = coefficients * FourierSinc(voxel_size)(frequencies)
+            coefficients = coefficients * box_sinc.astype(dtype)
         return coefficients
 
     def __call__(
