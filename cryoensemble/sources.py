@@ -12,6 +12,7 @@ import functools
 import glob
 import hashlib
 import os
+import threading
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -256,6 +257,17 @@ def parse_frames(text: str | None) -> slice:
     return slice(*values)
 
 
+# MDAnalysis readers hold a cursor: threads of one worker (GPU workers run several tasks
+# at once) must not move it under each other.
+_READ_LOCKS: dict = {}
+_READ_LOCKS_GUARD = threading.Lock()
+
+
+def _read_lock(key) -> threading.Lock:
+    with _READ_LOCKS_GUARD:
+        return _READ_LOCKS.setdefault(key, threading.Lock())
+
+
 @functools.lru_cache(maxsize=4)
 def _universe(topology: str, trajectories: tuple):
     try:
@@ -341,12 +353,13 @@ class TrajectorySource(AbstractEnsembleSource):
 
     def read(self, start, stop):
         self._check_range(start, stop)
-        universe = self._universe()
-        atoms = self._atoms(universe)
         out = np.empty((stop - start, int(self.atom_mask.sum()), 3), np.float32)
-        for row, frame in enumerate(self.frame_indices[start:stop]):
-            universe.trajectory[int(frame)]
-            out[row] = atoms.positions[self.atom_mask]
+        with _read_lock((self.topology, self.trajectories)):
+            universe = self._universe()
+            atoms = self._atoms(universe)
+            for row, frame in enumerate(self.frame_indices[start:stop]):
+                universe.trajectory[int(frame)]
+                out[row] = atoms.positions[self.atom_mask]
         return _checked_positions(out, self.trajectories[0])
 
     def labels(self):

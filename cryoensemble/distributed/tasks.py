@@ -188,13 +188,31 @@ def render_conformations(source, spec: RenderSpec, start: int, stop: int) -> dic
     volumes = run(positions, amplitudes, variances, 0)
     volumes.block_until_ready()
     t2 = time.perf_counter()
-    host = np.asarray(volumes)[: stop - start]
+    host = to_host(volumes)[: stop - start]
     t3 = time.perf_counter()
     store_module.write_volumes(spec.store, start, host)
     store_module.mark_rendered(spec.store, start, stop)
     t4 = time.perf_counter()
     return {"start": start, "stop": stop, "read_s": t1 - t0, "render_s": t2 - t1,
             "to_host_s": t3 - t2, "write_s": t4 - t3}
+
+
+_COPY_POOL = None
+
+
+def to_host(volumes) -> np.ndarray:
+    """Device array to numpy. From a GPU, in slices copied by several threads at once:
+    one large copy ran at 1.3 GB/s on an H100, 8 concurrent ones at 4 GB/s."""
+    global _COPY_POOL
+    if volumes.devices().pop().platform == "cpu" or volumes.shape[0] < 2:
+        return np.asarray(volumes)
+    from concurrent.futures import ThreadPoolExecutor
+
+    if _COPY_POOL is None:
+        _COPY_POOL = ThreadPoolExecutor(8, thread_name_prefix="cryoensemble-copy")
+    bounds = np.linspace(0, volumes.shape[0], min(8, volumes.shape[0]) + 1).astype(int)
+    slices = [volumes[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    return np.concatenate(list(_COPY_POOL.map(np.asarray, slices)))
 
 
 def atoms_touching_slab(index_z: np.ndarray, z0: int, z1: int, radius_in_voxels: float,
