@@ -14,8 +14,8 @@ band-limited by the grid, i.e. where `f(xi)` has decayed at the Nyquist frequenc
 `1 / (2 dr)`. Atoms are sharper than that at usual voxel sizes (Peng's smallest b_i are
 ~0.1-0.5 A^2, and hydrogen and carbon cores are narrower than a 1 A voxel), so at B = 0 the
 Fourier route drops the frequencies beyond Nyquist and rings (on AdK at 1 A, ~30%
-relative L2 from the exact voxel averages), while with a B-factor of ~80 A^2 they agree
-to ~1e-4. The exact voxel averages of `GaussianMixtureRenderFn` are what a detector of
+relative L2 from the exact voxel averages), while with an extra B-factor of 80 A^2
+they agree to ~6e-4. The exact voxel averages of `GaussianMixtureRenderFn` are what a detector of
 that voxel size would integrate; this renderer is what a band-limited (Fourier-space)
 pipeline sees, and it takes any scattering factor, Lobato's (not a sum of gaussians)
 included.
@@ -57,6 +57,8 @@ class FFTAtomRenderFn(AbstractVolumeRenderFn, strict=True):
     `GaussianMixtureRenderFn`. The NUFFT engine is jax-finufft where it is installed and
     built for the device of the positions (PyPI's wheels: CPU), and otherwise a JAX-native
     type-1 NUFFT (`cryoensemble.simulator.nufft`) that meets the same `eps` on any device.
+    Calls compile themselves (once per grid, options and atom-type layout), and compose
+    with `jit`, `vmap` and `grad` (positions and factor parameters).
     """
 
     shape: tuple[int, int, int] = eqx.field(static=True)
