@@ -125,7 +125,8 @@ def main(argv=None):
     parser.add_argument("--shape", type=int, default=96)
     parser.add_argument("--voxel-size", type=float, default=1.0)
     parser.add_argument("--workers", type=int, help="CPU worker processes (default: cores)")
-    parser.add_argument("--gpus", type=int, help="dask-cuda workers, one per GPU")
+    parser.add_argument("--gpus", type=int, help="GPU workers (see make_local_cluster)")
+    parser.add_argument("--processes-per-gpu", type=int, help="worker processes per GPU")
     parser.add_argument("--batch-size", type=int, help="conformations per task (default: auto)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     parser.add_argument("--no-loop", action="store_true", help="skip the per-frame MRC loop")
@@ -157,7 +158,8 @@ def main(argv=None):
         results["loop"] = {"method": name, "fps": loop_fps, "error": loop_error}
 
     start = time.perf_counter()
-    cluster = make_local_cluster(n_workers=args.workers, gpus=args.gpus)
+    cluster = make_local_cluster(n_workers=args.workers, gpus=args.gpus,
+                                 processes_per_gpu=args.processes_per_gpu)
     client = Client(cluster)
     client.wait_for_workers(1)
     startup = time.perf_counter() - start
@@ -189,7 +191,8 @@ def main(argv=None):
                            "startup_s": startup, "store_bytes": size,
                            "per_volume_ms": per_volume}
 
-    kind = f"{args.gpus} GPU worker(s)" if args.gpus else f"{n_workers} CPU worker(s)"
+    kind = (f"{args.gpus} GPU(s), {n_workers} worker processes" if args.gpus
+            else f"{n_workers} CPU worker(s)")
     print(f"\n| method | frames | frames/s | rel. error (float64 exact) | ratio |")
     print("| --- | --- | --- | --- | --- |")
     if loop_fps:

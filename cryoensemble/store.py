@@ -11,6 +11,7 @@ data chunks exist. Attributes hold everything needed to reproduce the stack;
 
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import shutil
@@ -220,14 +221,74 @@ def _set_codec_threads() -> None:
         numcodecs.blosc.set_nthreads(int(threads))
 
 
+def _chunk_encoder(path: str):
+    """See `_chunk_encoder_for`; keyed by the metadata file's identity, so a store
+    replaced at the same path (overwrite) is never written with a stale layout."""
+    info = os.stat(os.path.join(path, POTENTIAL, "zarr.json"))
+    return _chunk_encoder_for(path, info.st_ino, info.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _chunk_encoder_for(path: str, inode: int, mtime_ns: int):
+    """(z_chunk, encode) for a store whose `potential` chunks we can write as files: the
+    codec chain zarr itself would apply (little-endian bytes, then blosc with the store's
+    settings), or None for any other layout, which then goes through zarr."""
+    import numcodecs
+
+    with open(os.path.join(path, POTENTIAL, "zarr.json")) as handle:
+        meta = json.load(handle)
+    codecs = meta.get("codecs", [])
+    encoding = meta.get("chunk_key_encoding", {})
+    if (
+        [c.get("name") for c in codecs] != ["bytes", "blosc"]
+        or codecs[0].get("configuration", {}).get("endian", "little") != "little"
+        or encoding.get("name") != "default"
+        or encoding.get("configuration", {}).get("separator", "/") != "/"
+    ):
+        return None
+    config = codecs[1]["configuration"]
+    shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[config["shuffle"]]
+    blosc = numcodecs.Blosc(config["cname"], config["clevel"], shuffle, config.get("blocksize", 0))
+    dtype = np.dtype(meta["data_type"]).newbyteorder("<")
+    z_chunk = meta["chunk_grid"]["configuration"]["chunk_shape"][1]
+    fill = meta.get("fill_value", 0)
+    fill = float(fill) if isinstance(fill, str) else fill  # "NaN", "Infinity" in JSON
+    return z_chunk, dtype, blosc.encode, meta["shape"][1], fill
+
+
 def write_volumes(path: str, start: int, volumes: np.ndarray, z_start: int = 0) -> None:
-    """Write volumes into `potential[start:start+n, z_start:z_start+nz]` (chunk-aligned)."""
+    """Write volumes into `potential[start:start+n, z_start:z_start+nz]` (chunk-aligned).
+
+    On a local store each chunk is encoded here and written as its file (to a temporary
+    name, then renamed, so a chunk file is never partial): the same bytes zarr would
+    write, at a fifth of the CPU time of zarr's generic path (the bottleneck of GPU runs).
+    """
     import zarr
 
     _set_codec_threads()
-    array = zarr.open_array(path, path=POTENTIAL, mode="r+", config={"write_empty_chunks": True})
-    stop = start + volumes.shape[0]
-    array[start:stop, z_start : z_start + volumes.shape[1]] = volumes.astype(array.dtype)
+    encoder = _chunk_encoder(path) if os.path.isdir(path) else None
+    if encoder is None or z_start % encoder[0] or volumes.shape[1] % encoder[0] and (
+        z_start + volumes.shape[1] != encoder[3]
+    ):
+        array = zarr.open_array(path, path=POTENTIAL, mode="r+",
+                                config={"write_empty_chunks": True})
+        stop = start + volumes.shape[0]
+        array[start:stop, z_start : z_start + volumes.shape[1]] = volumes.astype(array.dtype)
+        return
+    z_chunk, dtype, encode, _, fill = encoder
+    nz = volumes.shape[1]
+    for i, volume in enumerate(volumes):
+        for z0 in range(0, nz, z_chunk):
+            block = volume[z0 : z0 + z_chunk]
+            if block.shape[0] < z_chunk:  # the grid's last, partial chunk: padded as zarr does
+                pad = np.full((z_chunk - block.shape[0],) + block.shape[1:], fill, block.dtype)
+                block = np.concatenate([block, pad])
+            target = _chunk_path(path, POTENTIAL, (start + i, (z_start + z0) // z_chunk, 0, 0))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            temporary = f"{target}.{os.getpid()}.tmp"
+            with open(temporary, "wb") as handle:
+                handle.write(encode(np.ascontiguousarray(block, dtype=dtype)))
+            os.replace(temporary, target)
 
 
 def mark_rendered(path: str, start: int, stop: int) -> None:

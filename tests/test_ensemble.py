@@ -239,3 +239,25 @@ def test_cli_against_a_dask_scheduler_and_worker_started_as_subprocesses(tmp_pat
             if process is not None:
                 process.terminate()
                 process.wait(timeout=30)
+
+
+def test_chunk_files_written_directly_match_zarr(tmp_path):
+    """The local fast path writes exactly the bytes zarr would, and zarr reads them."""
+    import zarr
+
+    from cryoensemble import store as store_module
+
+    rng = np.random.default_rng(0)
+    volumes = np.zeros((4, 20, 12, 14), np.float32)
+    volumes[:, 4:16, 2:10, 3:11] = rng.random((4, 12, 8, 8)) ** 4
+    path = str(tmp_path / "s.zarr")
+    layout = store_module.StoreLayout(4, (20, 12, 14), "float32", 8)  # partial last z-chunk
+    store_module.prepare_store(path, layout, {"voxel_size": 1.0}, {}, {})
+    store_module.write_volumes(path, 0, volumes[:2])
+    store_module.write_volumes(path, 2, volumes[2:, :8], z_start=0)
+    store_module.write_volumes(path, 2, volumes[2:, 8:], z_start=8)
+    np.testing.assert_array_equal(xr.open_zarr(path)["potential"].values, volumes)
+    direct = {z: open(f"{path}/potential/c/3/{z}/0/0", "rb").read() for z in range(3)}
+    array = zarr.open_array(path, path="potential", mode="r+", config={"write_empty_chunks": True})
+    array[3:4] = volumes[3:4]
+    assert all(open(f"{path}/potential/c/3/{z}/0/0", "rb").read() == direct[z] for z in range(3))

@@ -24,7 +24,7 @@ def make_local_cluster(n_workers: int | None = None, gpus: int | None = None,
 
     - `n_workers`: CPU worker processes (default: one per core).
     - `gpus`: if set, GPU workers instead: `processes_per_gpu` single-threaded processes
-      per GPU (default: cores / gpus, at most 8; see `_gpu_cluster`).
+      per GPU (default: cores / gpus - 2; see `_gpu_cluster`).
     - `kwargs`: passed to the cluster class.
     """
     if gpus:
@@ -44,7 +44,7 @@ def _gpu_cluster(gpus: int, processes_per_gpu: int | None = None, **kwargs):
     """Worker processes that each see one GPU.
 
     Several single-threaded processes share each GPU (default: the host's cores divided
-    among the GPUs, at most 8): rendering takes the device well under a millisecond per
+    among the GPUs, less two for the scheduler and client): rendering takes the device well under a millisecond per
     volume, while copying to the host, compressing and writing hold the GIL in each
     process; separate processes run those side by side (threads within one process did
     not: 67 volumes/s on an H100 with 4 threads). With one process per GPU this is
@@ -52,7 +52,7 @@ def _gpu_cluster(gpus: int, processes_per_gpu: int | None = None, **kwargs):
     """
     cores = os.cpu_count() or 1
     if processes_per_gpu is None:
-        processes_per_gpu = max(1, min(8, cores // gpus))
+        processes_per_gpu = max(1, cores // gpus - 2)
     env = dict(WORKER_ENVIRONMENT, CRYOENSEMBLE_CODEC_THREADS="1")
     if processes_per_gpu == 1:
         try:
