@@ -9,6 +9,7 @@ intrinsic rotation that undoes the pose): negate each angle to convert.
 from abc import abstractmethod
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
@@ -27,6 +28,11 @@ def _rotation_about_y(angle_rad):
     return jnp.stack(
         [jnp.stack([c, zero, s]), jnp.stack([zero, one, zero]), jnp.stack([-s, zero, c])]
     )
+
+
+def _matmul(a, b):
+    # HIGHEST: the default on GPUs is TF32, whose 1e-4 relative error moves atoms.
+    return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
 
 
 def _as_float(value):
@@ -71,7 +77,9 @@ class AbstractPose(eqx.Module, strict=True):
         """
         matrix = self.rotation_matrix
         matrix = matrix.T if inverse else matrix
-        return jnp.asarray(coordinates) @ matrix.T.astype(jnp.result_type(coordinates, float))
+        coordinates = jnp.asarray(coordinates)
+        matrix = matrix.T.astype(jnp.result_type(coordinates, float))
+        return _matmul(coordinates, matrix)
 
 
 class EulerAnglePose(AbstractPose, strict=True):
@@ -116,7 +124,8 @@ class EulerAnglePose(AbstractPose, strict=True):
         phi, theta, psi = (
             jnp.deg2rad(a) for a in (self.phi_angle, self.theta_angle, self.psi_angle)
         )
-        return _rotation_about_z(psi) @ _rotation_about_y(theta) @ _rotation_about_z(phi)
+        return _matmul(_matmul(_rotation_about_z(psi), _rotation_about_y(theta)),
+                       _rotation_about_z(phi))
 
 
 class QuaternionPose(AbstractPose, strict=True):
@@ -202,4 +211,4 @@ class AxisAnglePose(AbstractPose, strict=True):
                 jnp.stack([-ky, kx, 0.0 * kx]),
             ]
         )
-        return jnp.eye(3, dtype=omega.dtype) + jnp.sin(angle) * k + (1 - jnp.cos(angle)) * k @ k
+        return jnp.eye(3, dtype=omega.dtype) + jnp.sin(angle) * k + (1 - jnp.cos(angle)) * _matmul(k, k)
