@@ -93,6 +93,7 @@ def _render(args) -> int:
         scheduler_address=args.scheduler_address, gpus=args.gpus, n_workers=args.workers,
         batch_size=args.batch_size, n_batches=args.n_batches, split=args.split,
         dtype=args.dtype, extra_b_factor=args.b_factor, overwrite=args.overwrite,
+        renderer=args.renderer,
     )
     if args.dry_run:
         print(render_ensemble(source, dry_run=True, **kwargs).summary())
@@ -159,8 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--select", default="all", help="MDAnalysis atom selection")
     render.add_argument("--morph", type=int, metavar="N", help="morph two inputs in N steps")
     render.add_argument("--weights", help="CSV of file,weight for structure-file inputs")
-    render.add_argument("--renderer", choices=["gaussian"], default="gaussian",
-                        help="exact voxel averages of Peng gaussians")
+    render.add_argument("--renderer", choices=["gaussian", "fft"], default="gaussian",
+                        help="gaussian: exact voxel averages; fft: band-limited (NUFFT)")
     render.add_argument("--b-factor", type=float, default=0.0, help="extra B for every atom, A^2")
     render.add_argument("--batch-size", type=int, help="conformations per task (default: auto)")
     render.add_argument("--n-batches", type=int, default=1, help="split each volume's atoms")

@@ -261,3 +261,25 @@ def test_chunk_files_written_directly_match_zarr(tmp_path):
     array = zarr.open_array(path, path="potential", mode="r+", config={"write_empty_chunks": True})
     array[3:4] = volumes[3:4]
     assert all(open(f"{path}/potential/c/3/{z}/0/0", "rb").read() == direct[z] for z in range(3))
+
+
+def test_fft_renderer_through_dask(client, tmp_path):
+    import jax
+
+    from cryoensemble.simulator import FFTAtomRenderFn, IndependentAtomVolume
+    from cryoensemble.simulator.independent_atom_volume import split_atoms_by_element
+
+    source = MultiModelSource(DATA / "nmr_neopetrosiamide.pdb")
+    dataset = render_ensemble(source, shape=32, voxel_size=1.5, store=str(tmp_path / "f.zarr"),
+                              client=client, renderer="fft", extra_b_factor=30.0)
+    assert json.loads(dataset.attrs["cryoensemble_parameters"])["renderer"]["name"] == "fft"
+    positions = source.read(5, 6)[0] - centre_of(source).astype(np.float32)
+    by_element, elements = split_atoms_by_element(source.atomic_numbers, positions)
+    volume = IndependentAtomVolume.from_tabulated_parameters(
+        by_element, PengScatteringFactorParameters(elements), b_factor_by_element=30.0
+    )
+    expected = np.asarray(FFTAtomRenderFn((32, 32, 32), 1.5)(volume))
+    assert relative_l2(dataset["potential"][5].values, expected) <= 1e-5
+    with pytest.raises(ValueError, match="fft"):
+        render_ensemble(source, shape=32, voxel_size=1.5, store=str(tmp_path / "g.zarr"),
+                        client=client, renderer="fft", n_batches=2)

@@ -96,6 +96,7 @@ def render_ensemble(
     extra_b_factor: float = 0.0,
     center=True,
     truncation: float = 1e-6,
+    renderer: Literal["gaussian", "fft"] = "gaussian",
     overwrite: bool = False,
     dry_run: bool = False,
     progress: bool = False,
@@ -121,6 +122,8 @@ def render_ensemble(
       frame, or an (x, y, z) in A.
     - `truncation`: relative L2 bound of each atom's dropped tails (see
       `GaussianMixtureRenderFn`).
+    - `renderer`: `"gaussian"` (exact voxel averages) or `"fft"` (`FFTAtomRenderFn`:
+      band-limited, one NUFFT per element; see its docs for when each fits).
     - `dry_run`: plan only; returns the `RenderPlan`.
     - `progress`: show a progress bar.
 
@@ -132,6 +135,11 @@ def render_ensemble(
         raise ValueError(f"voxel_size: must be > 0 (A); got {voxel_size}")
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype: float32 or float16; got {dtype!r}")
+    if renderer not in ("gaussian", "fft"):
+        raise ValueError(f"renderer: 'gaussian' or 'fft'; got {renderer!r}")
+    if renderer == "fft" and (n_batches > 1 or hasattr(source, "mixture")):
+        raise ValueError("renderer 'fft' renders whole volumes of tabulated atoms: "
+                         "no n_batches, no parametrization sources")
     if split not in ("slabs", "atoms"):
         raise ValueError(f"split: 'slabs' or 'atoms'; got {split!r}")
     if int(n_batches) < 1:
@@ -144,7 +152,7 @@ def render_ensemble(
     n = len(source)
 
     probe = tasks.RenderSpec(shape, voxel_size, float(truncation), 1, (0.0, 0.0, 0.0),
-                             float(extra_b_factor), store)
+                             float(extra_b_factor), store, renderer)
     plan = tasks.support_plan(source, probe)  # validates elements; workers derive the same
     radius, k = plan.radius, plan.k_max
     centre = _centre(source, center)
@@ -157,7 +165,8 @@ def render_ensemble(
     parameters = {
         "shape": list(shape), "voxel_size": voxel_size, "dtype": dtype,
         "n_conformations": n, "z_chunk": layout.z_chunk,
-        "renderer": {"name": "gaussian", "truncation": truncation},
+        "renderer": ({"name": "gaussian", "truncation": truncation} if renderer == "gaussian"
+                     else {"name": "fft", "eps": 1e-6, "sampling_mode": "average"}),
         "scattering_table": "peng1996" if not hasattr(source, "mixture") else "source",
         "extra_b_factor": float(extra_b_factor), "centre": list(centre),
         "source": source.description(), "inputs_sha256": inputs,
@@ -166,7 +175,8 @@ def render_ensemble(
         "title": "cryoensemble potential stack",
         "units": "A^-2 (potential), A (coordinates)",
         "voxel_size_angstrom": voxel_size,
-        "renderer": "GaussianMixtureRenderFn (exact voxel averages)",
+        "renderer": ("GaussianMixtureRenderFn (exact voxel averages)" if renderer == "gaussian"
+                     else "FFTAtomRenderFn (band-limited voxel averages, Peng)"),
         "renderer_options": f"truncation={truncation}, support radii (A) by window: "
         + ", ".join(f"{n} atoms {r:.3f} (k={w})" for n, r, w in plan.groups),
         "scattering_table": "Peng et al. (1996), from gemmi Element.c4322",
