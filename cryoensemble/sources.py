@@ -528,3 +528,49 @@ class CycledSource(AbstractEnsembleSource):
 
     def input_files(self):
         return self.source.input_files()
+
+
+class TiledSource(AbstractEnsembleSource):
+    """Periodic images of another source's conformations: each conformation tiled
+    `copies = (nx, ny, nz)` times along box vectors (A), as a crowded environment or a
+    huge atom set for benchmarks. Atoms are tiled in blocks (all atoms of image 0, then
+    image 1, ...).
+
+    **Arguments:**
+
+    - `source`: the unit (e.g. one solvated simulation box).
+    - `copies`: images along each box vector.
+    - `box_vectors`: 3x3 rows a, b, c in A (an orthorhombic box is a diagonal).
+    """
+
+    def __init__(self, source: AbstractEnsembleSource, copies, box_vectors):
+        self.source = source
+        self.copies = tuple(int(c) for c in copies)
+        self.box_vectors = np.asarray(box_vectors, dtype=np.float64).reshape(3, 3)
+        if len(self.copies) != 3 or min(self.copies) < 1:
+            raise EnsembleSourceError(f"TiledSource: copies must be three integers >= 1; got {copies}")
+        n_images = int(np.prod(self.copies))
+        self.atomic_numbers = np.tile(source.atomic_numbers, n_images)
+
+    def _shifts(self) -> np.ndarray:
+        grid = np.stack(np.meshgrid(*[np.arange(c) for c in self.copies], indexing="ij"), -1)
+        return (grid.reshape(-1, 3) @ self.box_vectors).astype(np.float32)
+
+    def __len__(self):
+        return len(self.source)
+
+    def read(self, start, stop):
+        self._check_range(start, stop)
+        unit = self.source.read(start, stop)
+        shifts = self._shifts()
+        return (unit[:, None, :, :] + shifts[None, :, None, :]).reshape(stop - start, -1, 3)
+
+    def labels(self):
+        return self.source.labels()
+
+    def description(self):
+        return {"kind": "tiled", "copies": list(self.copies),
+                "box_vectors": self.box_vectors.tolist(), "source": self.source.description()}
+
+    def input_files(self):
+        return self.source.input_files()

@@ -283,7 +283,27 @@ def render_slab(source, spec: RenderSpec, index: int, z0: int, z1: int) -> dict:
         slab = np.asarray(run(positions, amplitudes, variances, z0))
     store_module.write_volumes(spec.store, index, slab, z_start=z0)
     return {"index": index, "z0": z0, "atoms": int(sum(m.sum() for m in masks)),
-            "seconds": time.perf_counter() - t0}
+            "seconds": time.perf_counter() - t0, "peak_rss_mib": _peak_rss_mib(),
+            "peak_device_mib": _peak_device_mib()}
+
+
+def _peak_rss_mib() -> float:
+    """This worker process's peak resident memory so far, MiB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _peak_device_mib() -> float | None:
+    """Peak memory of the worker's first accelerator, MiB (None on CPU)."""
+    import jax
+
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        return None
+    stats = device.memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return None if peak is None else peak / 2**20
 
 
 def render_atom_group(source, spec: RenderSpec, index: int, a0: int, a1: int) -> np.ndarray:
@@ -313,4 +333,4 @@ def write_conformation(spec: RenderSpec, index: int, volume: np.ndarray) -> dict
 def mark_done(spec: RenderSpec, index: int, *slab_results) -> dict:
     """Mark a slab-split conformation done once all its slabs are written."""
     store_module.mark_rendered(spec.store, index, index + 1)
-    return {"index": index, "slabs": len(slab_results)}
+    return {"index": index, "slabs": len(slab_results), "slab_results": list(slab_results)}
