@@ -283,3 +283,18 @@ def test_fft_renderer_through_dask(client, tmp_path):
     with pytest.raises(ValueError, match="fft"):
         render_ensemble(source, shape=32, voxel_size=1.5, store=str(tmp_path / "g.zarr"),
                         client=client, renderer="fft", n_batches=2)
+
+
+def test_tiled_and_cycled_sources():
+    from cryoensemble.sources import CycledSource, TiledSource
+
+    unit = StructureFilesSource([DATA / "adk_closed.pdb", DATA / "adk_open.pdb"])
+    tiled = TiledSource(unit, (1, 2, 1), np.diag([100.0, 90.0, 80.0]))
+    positions = tiled.read(0, 2)
+    assert positions.shape == (2, 2 * unit.n_atoms, 3) and tiled.n_atoms == 2 * unit.n_atoms
+    np.testing.assert_allclose(positions[:, unit.n_atoms:], unit.read(0, 2) + [0.0, 90.0, 0.0], atol=1e-4)
+    cycled = CycledSource(unit, 5)
+    np.testing.assert_array_equal(cycled.read(1, 4), unit.read(0, 2)[[1, 0, 1]])
+    np.testing.assert_array_equal(cycled.labels()["origin"], [0, 1, 0, 1, 0])
+    with pytest.raises(EnsembleSourceError, match="copies"):
+        TiledSource(unit, (0, 1, 1), np.eye(3))

@@ -263,9 +263,12 @@ def _graph(source, spec, runs, n_batches, split, layout) -> list:
     """Dask delayed tasks, one list entry per final task."""
     import dask
 
+    # One copy of the source in the graph, shared by every task that reads it.
+    shared = dask.delayed(source, pure=True, traverse=False)
+
     if n_batches == 1:
         return [
-            dask.delayed(tasks.render_conformations, pure=False)(source, spec, a, b,
+            dask.delayed(tasks.render_conformations, pure=False)(shared, spec, a, b,
                                                                  dask_key_name=f"render-{a}-{b}")
             for a, b in runs
         ]
@@ -275,7 +278,7 @@ def _graph(source, spec, runs, n_batches, split, layout) -> list:
         if split == "slabs":
             slabs = [
                 dask.delayed(tasks.render_slab, pure=False)(
-                    source, spec, index, z0, min(nz, z0 + layout.z_chunk),
+                    shared, spec, index, z0, min(nz, z0 + layout.z_chunk),
                     dask_key_name=f"slab-{index}-{z0}")
                 for z0 in range(0, nz, layout.z_chunk)
             ]
@@ -285,7 +288,7 @@ def _graph(source, spec, runs, n_batches, split, layout) -> list:
             bounds = np.linspace(0, source.n_atoms, n_batches + 1).astype(int)
             parts = [
                 dask.delayed(tasks.render_atom_group, pure=False)(
-                    source, spec, index, int(a0), int(a1), dask_key_name=f"atoms-{index}-{a0}")
+                    shared, spec, index, int(a0), int(a1), dask_key_name=f"atoms-{index}-{a0}")
                 for a0, a1 in zip(bounds[:-1], bounds[1:])
             ]
             level = 0

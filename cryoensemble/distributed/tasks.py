@@ -47,22 +47,38 @@ def compile_count() -> int:
     return _COMPILES["count"]
 
 
+def _source_key(source) -> str:
+    """What identifies a source's atoms: its description (files, selections, seeds)."""
+    import json
+
+    return json.dumps(source.description(), sort_keys=True, default=str)
+
+
+_MIXTURES: dict = {}
+
+
 def mixture(source, extra_b_factor: float):
     """(amplitudes, variances), float32 (n_atoms, n_gaussians), of a source's atoms:
-    its own mixture if it has one, else Peng (1996) with `extra_b_factor` added."""
+    its own mixture if it has one, else Peng (1996) with `extra_b_factor` added. Cached
+    per worker process by the source's description (huge atom sets are not re-derived
+    per task)."""
     if hasattr(source, "mixture"):
         a, v = source.mixture()
         return np.asarray(a, np.float32), np.asarray(v, np.float32)
-    return _peng_mixture(tuple(np.asarray(source.atomic_numbers).tolist()), float(extra_b_factor))
+    key = (_source_key(source), float(extra_b_factor))
+    if key not in _MIXTURES:
+        from ..constants.scattering_factors import PengScatteringFactorParameters
 
-
-@functools.lru_cache(maxsize=16)
-def _peng_mixture(atomic_numbers: tuple, extra_b_factor: float):
-    from ..constants.scattering_factors import PengScatteringFactorParameters
-
-    parameters = PengScatteringFactorParameters(np.asarray(atomic_numbers))  # names bad elements
-    b = np.asarray(parameters.b, np.float64) + extra_b_factor
-    return (np.asarray(parameters.a, np.float32), (b / (8 * np.pi**2)).astype(np.float32))
+        # Per element, then gathered: cheap for millions of atoms.
+        elements, inverse = np.unique(source.atomic_numbers, return_inverse=True)
+        parameters = PengScatteringFactorParameters(elements)  # names bad elements
+        b = np.asarray(parameters.b, np.float64) + float(extra_b_factor)
+        a = np.asarray(parameters.a, np.float32)[inverse]
+        v = (b / (8 * np.pi**2)).astype(np.float32)[inverse]
+        if len(_MIXTURES) > 8:
+            _MIXTURES.clear()
+        _MIXTURES[key] = (a, v)
+    return _MIXTURES[key]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,13 +105,10 @@ _PLANS: dict = {}
 
 def support_plan(source, spec: RenderSpec) -> SupportPlan:
     """The (cached) support plan of a source's atoms for this grid and bound."""
-    import hashlib
-
     from ..simulator.gaussian_kernels import support_groups, support_radii
 
     amplitudes, variances = mixture(source, spec.extra_b_factor)
-    key = (hashlib.sha1(amplitudes.tobytes() + variances.tobytes()).hexdigest(),
-           spec.voxel_size, spec.truncation)
+    key = (_source_key(source), spec.extra_b_factor, spec.voxel_size, spec.truncation)
     if key not in _PLANS:
         radii = support_radii(amplitudes, variances, spec.voxel_size, spec.truncation)
         order, groups = support_groups(radii, spec.voxel_size)
