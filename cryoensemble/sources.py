@@ -549,8 +549,11 @@ class TiledSource(AbstractEnsembleSource):
         self.box_vectors = np.asarray(box_vectors, dtype=np.float64).reshape(3, 3)
         if len(self.copies) != 3 or min(self.copies) < 1:
             raise EnsembleSourceError(f"TiledSource: copies must be three integers >= 1; got {copies}")
-        n_images = int(np.prod(self.copies))
-        self.atomic_numbers = np.tile(source.atomic_numbers, n_images)
+
+    @property
+    def atomic_numbers(self) -> np.ndarray:
+        # Derived, not stored: the source pickled into the task graph stays small.
+        return np.tile(self.source.atomic_numbers, int(np.prod(self.copies)))
 
     def _shifts(self) -> np.ndarray:
         grid = np.stack(np.meshgrid(*[np.arange(c) for c in self.copies], indexing="ij"), -1)
