@@ -85,6 +85,17 @@ class AbstractVoxelVolume(AbstractVolumeRepresentation, strict=True):
         return self
 
 
+def _with_rotated_slice(volume, pose: AbstractPose, inverse: bool):
+    """A Fourier voxel volume with its frequency slice rotated by `R^T` (`R` if
+    `inverse`): the central-slice theorem images the volume as if rotated by `R`."""
+    rotated = pose.rotate_coordinates(volume.frequency_slice_in_pixels, inverse=not inverse)
+    return eqx.tree_at(
+        lambda v: v.frequency_slice_in_pixels,
+        volume,
+        rotated.astype(volume.frequency_slice_in_pixels.dtype),
+    )
+
+
 class FourierVoxelGridVolume(AbstractVoxelVolume, strict=True):
     """A cubic voxel grid in Fourier space, zero frequency at the centre of the box.
 
@@ -149,12 +160,7 @@ class FourierVoxelGridVolume(AbstractVoxelVolume, strict=True):
     def rotate_to_pose(self, pose: AbstractPose, inverse: bool = False) -> Self:
         """Return the volume with `frequency_slice_in_pixels` rotated by `R^T` (`R` if
         `inverse`), so that it images like atoms rotated by `R`."""
-        rotated = pose.rotate_coordinates(self.frequency_slice_in_pixels, inverse=not inverse)
-        return eqx.tree_at(
-            lambda v: v.frequency_slice_in_pixels,
-            self,
-            rotated.astype(self.frequency_slice_in_pixels.dtype),
-        )
+        return _with_rotated_slice(self, pose, inverse)
 
 
 class FourierVoxelSplineVolume(AbstractVoxelVolume, strict=True):
@@ -223,12 +229,7 @@ class FourierVoxelSplineVolume(AbstractVoxelVolume, strict=True):
     def rotate_to_pose(self, pose: AbstractPose, inverse: bool = False) -> Self:
         """Return the volume with `frequency_slice_in_pixels` rotated by `R^T` (`R` if
         `inverse`), so that it images like atoms rotated by `R`."""
-        rotated = pose.rotate_coordinates(self.frequency_slice_in_pixels, inverse=not inverse)
-        return eqx.tree_at(
-            lambda v: v.frequency_slice_in_pixels,
-            self,
-            rotated.astype(self.frequency_slice_in_pixels.dtype),
-        )
+        return _with_rotated_slice(self, pose, inverse)
 
 
 class RealVoxelGridVolume(AbstractVoxelVolume, strict=True):
