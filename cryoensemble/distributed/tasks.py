@@ -202,7 +202,8 @@ def fft_batch_renderer(shape, voxel_size, elements: tuple, counts: tuple, extra_
     from ..simulator import FFTAtomRenderFn, IndependentAtomVolume
 
     _COMPILES["count"] += 1
-    render = FFTAtomRenderFn(shape, voxel_size)
+    # The JAX-native NUFFT: no OpenMP runtime inside forked Dask worker processes.
+    render = FFTAtomRenderFn(shape, voxel_size, backend="jax")
     parameters = PengScatteringFactorParameters(np.asarray(elements))
     bounds = np.cumsum((0,) + counts)
 
