@@ -9,7 +9,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..constants.scattering_factors import PengScatteringFactorParameters
 from .pose import AbstractPose
-from .volume_base import AbstractAtomVolume
+from .volume_base import AbstractAtomVolume, as_positions
 
 
 def _per_gaussian(value, n_positions: int, name: str) -> Float[Array, "n_positions n_gaussians"]:
@@ -50,14 +50,7 @@ class GaussianMixtureVolume(AbstractAtomVolume, strict=True):
           `(n_positions, n_gaussians)`.
         - `variances`: in A^2; the same forms as `amplitudes`.
         """
-        positions = jnp.asarray(positions)
-        if not jnp.issubdtype(positions.dtype, jnp.floating):
-            positions = positions.astype(float)
-        if positions.ndim != 2 or positions.shape[1] != 3:
-            raise ValueError(
-                f"GaussianMixtureVolume: `positions` must have shape (n_positions, 3); "
-                f"got {positions.shape}"
-            )
+        positions = as_positions(positions, "GaussianMixtureVolume: `positions`", "n_positions")
         n = positions.shape[0]
         amplitudes = _per_gaussian(amplitudes, n, "amplitudes")
         variances = _per_gaussian(variances, n, "variances")

@@ -16,7 +16,7 @@ from ..constants.scattering_factors import (
 from ..ndimage.fourier_operators import AbstractFourierOperator
 from ..ndimage.scattering_factors import LobatoScatteringFactor, PengScatteringFactor
 from .pose import AbstractPose
-from .volume_base import AbstractAtomVolume
+from .volume_base import as_positions, AbstractAtomVolume
 
 
 def _is_operator(x) -> bool:
@@ -24,15 +24,7 @@ def _is_operator(x) -> bool:
 
 
 def _as_positions(array) -> Float[Array, "n 3"]:
-    array = jnp.asarray(array)
-    if not jnp.issubdtype(array.dtype, jnp.floating):
-        array = array.astype(float)
-    if array.ndim != 2 or array.shape[1] != 3:
-        raise ValueError(
-            f"IndependentAtomVolume: each leaf of `positions` must have shape (n_atoms, 3); "
-            f"got {array.shape}"
-        )
-    return array
+    return as_positions(array, "IndependentAtomVolume: each leaf of `positions`", "n_atoms")
 
 
 def split_atoms_by_element(

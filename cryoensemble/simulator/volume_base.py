@@ -8,7 +8,8 @@ from abc import abstractmethod
 from typing import Self
 
 import equinox as eqx
-from jaxtyping import PRNGKeyArray
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
 
 from .pose import AbstractPose
 
@@ -46,3 +47,13 @@ class AbstractAtomVolume(AbstractVolumeRepresentation, strict=True):
     @abstractmethod
     def translate_to_pose(self, pose: AbstractPose) -> Self:
         """Translate the atoms by the pose's offset (A)."""
+
+
+def as_positions(array, what: str, rows: str = "n") -> Float[Array, "n 3"]:
+    """Atom positions as a floating (n, 3) array, or a ValueError naming `what`."""
+    array = jnp.asarray(array)
+    if not jnp.issubdtype(array.dtype, jnp.floating):
+        array = array.astype(float)
+    if array.ndim != 2 or array.shape[1] != 3:
+        raise ValueError(f"{what} must have shape ({rows}, 3); got {array.shape}")
+    return array
