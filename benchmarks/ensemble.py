@@ -127,6 +127,7 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, help="CPU worker processes (default: cores)")
     parser.add_argument("--gpus", type=int, help="GPU workers (see make_local_cluster)")
     parser.add_argument("--processes-per-gpu", type=int, help="worker processes per GPU")
+    parser.add_argument("--threads-per-process", type=int, help="concurrent tasks per GPU worker")
     parser.add_argument("--batch-size", type=int, help="conformations per task (default: auto)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     parser.add_argument("--no-loop", action="store_true", help="skip the per-frame MRC loop")
@@ -139,6 +140,7 @@ def main(argv=None):
 
     import cryoensemble
     from cryoensemble.distributed import make_local_cluster, render_ensemble
+    from cryoensemble.distributed.ensemble import default_batch_size
     from cryoensemble.sources import CycledSource, TrajectorySource
 
     shape = (args.shape,) * 3
@@ -159,21 +161,25 @@ def main(argv=None):
 
     start = time.perf_counter()
     cluster = make_local_cluster(n_workers=args.workers, gpus=args.gpus,
-                                 processes_per_gpu=args.processes_per_gpu)
+                                 processes_per_gpu=args.processes_per_gpu,
+                                 threads_per_process=args.threads_per_process)
     client = Client(cluster)
-    client.wait_for_workers(1)
+    client.wait_for_workers(len(cluster.workers))
     startup = time.perf_counter() - start
     n_workers = len(client.scheduler_info()["workers"])
+    slots = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
     source = CycledSource(dims, args.frames)
     store = os.path.join(workdir, "ensemble.zarr")
     shutil.rmtree(store, ignore_errors=True)
-    # Warm the workers' compiled renderers on a tiny store, as a long job would be.
-    render_ensemble(CycledSource(dims, 2 * n_workers), shape=shape, voxel_size=args.voxel_size,
-                    store=os.path.join(workdir, "warm.zarr"), client=client, overwrite=True,
-                    batch_size=1)
+    # Warm every worker's compiled renderer at the batch size of the timed run (a batch
+    # pads to it), as a long job would be.
+    batch = args.batch_size or default_batch_size(args.frames, slots, int(np.prod(shape)) * 4)
+    render_ensemble(CycledSource(dims, 2 * batch * slots), shape=shape,
+                    voxel_size=args.voxel_size, store=os.path.join(workdir, "warm.zarr"),
+                    client=client, overwrite=True, batch_size=batch, dtype=args.dtype)
     start = time.perf_counter()
     dataset = render_ensemble(source, shape=shape, voxel_size=args.voxel_size, store=store,
-                              client=client, batch_size=args.batch_size, dtype=args.dtype)
+                              client=client, batch_size=batch, dtype=args.dtype)
     elapsed = time.perf_counter() - start
     tasks = render_ensemble.last_task_results
     client.close()
@@ -185,14 +191,16 @@ def main(argv=None):
     error = relative_l2(dataset["potential"][index].values, reference)
     size = sum(f.stat().st_size for f in pathlib.Path(store).rglob("*") if f.is_file())
     per_volume = {key: sum(t[key] for t in tasks) / args.frames * 1e3
-                  for key in ("read_s", "render_s", "to_host_s", "write_s")}
-    results["ensemble"] = {"fps": fps, "error": error, "workers": n_workers,
-                           "batch_size": tasks[0]["stop"] - tasks[0]["start"],
-                           "startup_s": startup, "store_bytes": size,
-                           "per_volume_ms": per_volume}
+                  for key in ("read_s", "render_s", "to_host_s", "write_s", "mark_s",
+                              "encode_s", "file_s")}
+    copy_rate = sum(t["bytes"] for t in tasks) / sum(t["to_host_s"] for t in tasks) / 1e9
+    results["ensemble"] = {"fps": fps, "error": error, "workers": n_workers, "slots": slots,
+                           "batch_size": batch, "startup_s": startup, "store_bytes": size,
+                           "per_volume_ms": per_volume, "to_host_gb_s": copy_rate,
+                           "d2h": os.environ.get("CRYOENSEMBLE_D2H", "pinned")}
 
-    kind = (f"{args.gpus} GPU(s), {n_workers} worker processes" if args.gpus
-            else f"{n_workers} CPU worker(s)")
+    kind = (f"{args.gpus} GPU(s), {n_workers} processes x {slots // n_workers} tasks"
+            if args.gpus else f"{n_workers} CPU worker(s)")
     print(f"\n| method | frames | frames/s | rel. error (float64 exact) | ratio |")
     print("| --- | --- | --- | --- | --- |")
     if loop_fps:
@@ -204,8 +212,12 @@ def main(argv=None):
     print(f"\ncluster start {startup:.1f} s (excluded); store {size / 2**20:.0f} MiB "
           f"({size / (args.frames * np.prod(shape) * 4):.2f} of raw float32); "
           f"batch {results['ensemble']['batch_size']} conformations/task")
-    print("worker time per volume (ms, summed over workers): " +
-          ", ".join(f"{k[:-2]} {v:.2f}" for k, v in per_volume.items()))
+    print("task time per volume (ms, summed over tasks; stages of one task overlap other "
+          "tasks'): " + ", ".join(f"{k[:-2]} {v:.2f}" for k, v in list(per_volume.items())[:5]))
+    print("codec threads per volume (ms, summed): " +
+          ", ".join(f"{k[:-2]} {v:.2f}" for k, v in list(per_volume.items())[5:]) +
+          f"; device-to-host {copy_rate:.2f} GB/s per task "
+          f"({results['ensemble']['d2h']}), {fps * np.prod(shape) * 4 / 1e9:.2f} GB/s overall")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)

@@ -42,6 +42,8 @@ def main(argv=None):
     parser.add_argument("--workers", type=int)
     parser.add_argument("--gpus", type=int)
     parser.add_argument("--processes-per-gpu", type=int, default=1)
+    parser.add_argument("--threads-per-process", type=int, default=1,
+                        help="slabs at once per GPU process (each adds its device memory)")
     args = parser.parse_args(argv)
 
     from distributed import Client
@@ -55,7 +57,8 @@ def main(argv=None):
     shape = (args.shape,) * 3
     workdir = tempfile.mkdtemp(prefix="cryoensemble-large-")
     cluster = make_local_cluster(n_workers=args.workers, gpus=args.gpus,
-                                 processes_per_gpu=args.processes_per_gpu)
+                                 processes_per_gpu=args.processes_per_gpu,
+                                 threads_per_process=args.threads_per_process)
     try:
         with Client(cluster) as client:
             workers = len(client.scheduler_info()["workers"])

@@ -4,9 +4,11 @@ For the AdK DIMS frames at a given grid, measures separately:
 
 1. batched rendering on the device (frames/s), `lax.map` over a batch, with the
    compile count (must stay 1 across batches of one source);
-2. device-to-host copy of a rendered batch (GB/s): `np.asarray`, and after
-   `copy_to_host_async`;
-3. compression of volumes with blosc zstd (bitshuffle) at 1 and all cores (GB/s);
+2. device-to-host copy of a rendered batch (GB/s): `np.asarray`, after
+   `copy_to_host_async`, from threads, into pinned host memory, and the workers' way
+   (`tasks.host_pieces`);
+3. encoding + writing chunk files with the store's codec (blosc zstd-1, byte shuffle)
+   from 1 to all cores' threads (GB/s);
 4. the row-scatter and whole-window-scatter variants of the renderer's accumulation.
 
     python benchmarks/pipeline_stages.py --shape 96 --batch 64
@@ -42,9 +44,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     import jax
-    import numcodecs
-    import numcodecs.blosc
-
     from cryoensemble.distributed import tasks
     from cryoensemble.simulator import gaussian_kernels
     from cryoensemble.sources import CycledSource, TrajectorySource
@@ -80,40 +79,46 @@ def main(argv=None):
     print(f"renderers built for 4 batches of one source: {tasks.compile_count() - before}")
 
     nbytes = volumes.nbytes
-    seconds = timed(lambda: np.asarray(run(*device_inputs, 0)), args.repeats)
     render_only = timed(lambda: run(*device_inputs, 0).block_until_ready(), args.repeats)
-    print(f"device->host np.asarray: {nbytes / max(seconds - render_only, 1e-9) / 1e9:6.2f} GB/s "
-          f"(render+copy {seconds * 1e3:.1f} ms, render {render_only * 1e3:.1f} ms)")
+    print(f"render of the batch: {render_only * 1e3:.1f} ms")
 
-    def async_copy():
-        out = run(*device_inputs, 0)
+    def rate(fetch):
+        """Device-to-host GB/s of `fetch(device batch)`, the render's time taken out."""
+        seconds = timed(lambda: fetch(run(*device_inputs, 0)), args.repeats)
+        return f"{nbytes / max(seconds - render_only, 1e-9) / 1e9:6.2f} GB/s"
+
+    def async_copy(out):
         out.copy_to_host_async()
         return np.asarray(out)
 
-    seconds = timed(async_copy, args.repeats)
-    print(f"device->host copy_to_host_async: {nbytes / max(seconds - render_only, 1e-9) / 1e9:6.2f} GB/s")
+    from concurrent.futures import ThreadPoolExecutor
+
+    copy_pool = ThreadPoolExecutor(8)
+    device = jax.devices()[0]
+    print(f"device->host np.asarray: {rate(np.asarray)}")
+    print(f"device->host copy_to_host_async: {rate(async_copy)}")
+    print(f"device->host 8 slices from 8 threads: "
+          f"{rate(lambda out: list(copy_pool.map(np.asarray, [out[i::8] for i in range(8)])))}")
+    if device.platform != "cpu":
+        pinned = jax.sharding.SingleDeviceSharding(device, memory_kind="pinned_host")
+        try:
+            print(f"device->host device_put pinned_host, whole batch: "
+                  f"{rate(lambda out: np.asarray(jax.device_put(out, pinned)))}")
+            on_host = jax.device_put(volumes, pinned)
+            seconds = timed(lambda: np.asarray(on_host), args.repeats)
+            print(f"  np.asarray of a pinned_host array: {nbytes / seconds / 1e9:6.2f} GB/s")
+            to_host = jax.jit(lambda *a: run(*a), out_shardings=pinned)
+            print(f"device->host jit out_shardings pinned_host: "
+                  f"{rate(lambda _: np.asarray(to_host(*device_inputs, 0)))}")
+        except Exception as error:  # noqa: BLE001 - report, go on
+            print(f"pinned_host: {type(error).__name__}: {error}")
+    for mode in ("pinned", "async"):
+        os.environ["CRYOENSEMBLE_D2H"] = mode
+        print(f"device->host tasks.host_pieces ({mode}, {tasks._PIECE_BYTES >> 20} MiB pieces): "
+              f"{rate(lambda out: list(tasks.host_pieces(out, out.shape[0])))}")
     half = jax.jit(lambda *a: run(*a).astype(jax.numpy.float16))
     seconds = timed(lambda: np.asarray(half(*device_inputs, 0)), args.repeats)
     print(f"device->host float16 (half the bytes): render+copy {seconds * 1e3:.1f} ms")
-
-    from concurrent.futures import ThreadPoolExecutor
-
-    def parallel_copy(pieces=8):
-        out = run(*device_inputs, 0)
-        slices = [out[i::pieces] for i in range(pieces)]
-        with ThreadPoolExecutor(pieces) as pool:
-            return list(pool.map(np.asarray, slices))
-
-    seconds = timed(parallel_copy, args.repeats)
-    print(f"device->host 8 strided slices from 8 threads: "
-          f"{nbytes / max(seconds - render_only, 1e-9) / 1e9:6.2f} GB/s")
-
-    def per_volume_get():
-        out = run(*device_inputs, 0)
-        return jax.device_get([out[i] for i in range(out.shape[0])])
-
-    seconds = timed(per_volume_get, args.repeats)
-    print(f"device->host device_get per volume: {nbytes / max(seconds - render_only, 1e-9) / 1e9:6.2f} GB/s")
 
     host = np.asarray(volumes)
     import shutil
@@ -125,17 +130,17 @@ def main(argv=None):
     layout = store_module.StoreLayout(args.batch, shape, "float32", args.shape)
     store_module.prepare_store(f"{workdir}/s.zarr", layout, {"voxel_size": 1.0}, {}, {})
     seconds = timed(lambda: store_module.write_volumes(f"{workdir}/s.zarr", 0, host), 3)
-    print(f"zarr write of the batch (store codec): {nbytes / seconds / 1e9:6.2f} GB/s "
+    print(f"chunk files of the batch (store codec), one thread: {nbytes / seconds / 1e9:6.2f} GB/s "
           f"({seconds / args.batch * 1e3:.2f} ms/volume)")
+    writers = store_module.chunk_writers(f"{workdir}/s.zarr", 0, host)
+    for threads in sorted({1, 2, 4, 8, os.cpu_count()}):
+        with ThreadPoolExecutor(threads) as pool:  # blosc off the main thread: no GIL
+            seconds = timed(lambda: list(pool.map(lambda w: w(), writers)), 3)
+        print(f"chunk files (encode + write) from {threads:2d} threads: "
+              f"{nbytes / seconds / 1e9:6.2f} GB/s ({seconds / args.batch * 1e3:.2f} ms/volume)")
+    ratio = sum(len(codec) for codec in map(store_module._chunk_encoder(f"{workdir}/s.zarr")[2], host[:4])) / host[:4].nbytes
+    print(f"compressed / raw: {ratio:.3f}")
     shutil.rmtree(workdir)
-    codec = numcodecs.Blosc(cname="zstd", clevel=1, shuffle=numcodecs.Blosc.SHUFFLE)
-    for threads in (1, os.cpu_count()):
-        numcodecs.blosc.set_nthreads(threads)
-        seconds = timed(lambda: [codec.encode(v) for v in host[:16]], 3)
-        ratio = sum(len(codec.encode(v)) for v in host[:4]) / host[:4].nbytes
-        print(f"blosc zstd-1 shuffle, main thread, {threads:2d} threads: {host[:16].nbytes / seconds / 1e9:6.2f} GB/s "
-              f"(ratio {ratio:.2f})")
-
 
 if __name__ == "__main__":
     main()

@@ -14,21 +14,24 @@ WORKER_ENVIRONMENT = {
     "MKL_NUM_THREADS": "1",
 }
 _CPU_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+# GPU worker processes per GPU by default (see `_gpu_cluster`).
+PROCESSES_PER_GPU = 4
 
 
 def make_local_cluster(n_workers: int | None = None, gpus: int | None = None,
-                       processes_per_gpu: int | None = None, **kwargs):
+                       processes_per_gpu: int | None = None,
+                       threads_per_process: int | None = None, **kwargs):
     """An embedded cluster sized to this machine.
 
     **Arguments:**
 
     - `n_workers`: CPU worker processes (default: one per core).
-    - `gpus`: if set, GPU workers instead: `processes_per_gpu` single-threaded processes
-      per GPU (default: cores / gpus - 2; see `_gpu_cluster`).
+    - `gpus`: if set, GPU workers instead: `processes_per_gpu` processes per GPU, each
+      running `threads_per_process` tasks at once (see `_gpu_cluster`).
     - `kwargs`: passed to the cluster class.
     """
     if gpus:
-        return _gpu_cluster(int(gpus), processes_per_gpu, **kwargs)
+        return _gpu_cluster(int(gpus), processes_per_gpu, threads_per_process, **kwargs)
     from distributed import LocalCluster
 
     env = dict(WORKER_ENVIRONMENT, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"),
@@ -40,20 +43,25 @@ def make_local_cluster(n_workers: int | None = None, gpus: int | None = None,
     )
 
 
-def _gpu_cluster(gpus: int, processes_per_gpu: int | None = None, **kwargs):
+def _gpu_cluster(gpus: int, processes_per_gpu: int | None = None,
+                 threads_per_process: int | None = None, **kwargs):
     """Worker processes that each see one GPU.
 
-    Several single-threaded processes share each GPU (default: the host's cores divided
-    among the GPUs, less two for the scheduler and client): rendering takes the device well under a millisecond per
-    volume, while copying to the host, compressing and writing hold the GIL in each
-    process; separate processes run those side by side (threads within one process did
-    not: 67 volumes/s on an H100 with 4 threads). With one process per GPU this is
-    dask-cuda's `LocalCUDACluster` where installed; otherwise distributed's SpecCluster.
+    Rendering takes the device ~0.05 ms per volume; the host's work is copying, compressing
+    and writing. So each GPU gets a few processes (default `PROCESSES_PER_GPU`), each
+    running `threads_per_process` tasks at once (default 2: one renders and copies while
+    another waits on its chunks) and a pool of codec threads (CRYOENSEMBLE_CODEC_THREADS:
+    the host's cores divided among the processes), blosc compressing without the GIL.
+    Fourteen single-threaded processes per GPU did worse (544 volumes/s at 96^3 on an
+    H100 against ...): every process is a CUDA context time-sliced on the device, and its
+    Python work holds one GIL per chunk. With one process per GPU this is dask-cuda's
+    `LocalCUDACluster` where installed; otherwise distributed's SpecCluster.
     """
     cores = os.cpu_count() or 1
-    if processes_per_gpu is None:
-        processes_per_gpu = max(1, cores // gpus - 2)
-    env = dict(WORKER_ENVIRONMENT, CRYOENSEMBLE_CODEC_THREADS="1")
+    processes_per_gpu = processes_per_gpu or PROCESSES_PER_GPU
+    threads_per_process = threads_per_process or 2
+    codec_threads = max(2, cores // (gpus * processes_per_gpu))
+    env = dict(WORKER_ENVIRONMENT, CRYOENSEMBLE_CODEC_THREADS=str(codec_threads))
     if processes_per_gpu == 1:
         try:
             from dask_cuda import LocalCUDACluster
@@ -62,13 +70,14 @@ def _gpu_cluster(gpus: int, processes_per_gpu: int | None = None, **kwargs):
         if LocalCUDACluster is not None:
             visible = ",".join(str(i) for i in range(gpus))
             return LocalCUDACluster(CUDA_VISIBLE_DEVICES=visible, n_workers=gpus,
-                                    threads_per_worker=1, env=env, **kwargs)
+                                    threads_per_worker=threads_per_process, env=env, **kwargs)
     from distributed import Nanny, Scheduler, SpecCluster
 
     workers = {
         f"gpu-{i}-{j}": {
             "cls": Nanny,
-            "options": {"nthreads": 1, "host": "127.0.0.1", "silence_logs": logging.WARNING,
+            "options": {"nthreads": threads_per_process, "host": "127.0.0.1",
+                        "silence_logs": logging.WARNING,
                         "env": dict(env, CUDA_VISIBLE_DEVICES=str(i))},
         }
         for i in range(gpus)
