@@ -52,6 +52,19 @@ def exact_reference(positions: np.ndarray, atomic_numbers: np.ndarray, shape, vo
         return np.load(f"{tmp}/ref.npy")
 
 
+def host_cpu_seconds() -> dict:
+    """Seconds all cores spent in user, system, iowait and idle so far (Linux /proc/stat;
+    empty elsewhere): their change over a run over its time is how many cores each used."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = handle.readline().split()[1:]
+    except OSError:
+        return {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    user, nice, system, idle, iowait = (int(x) / ticks for x in fields[:5])
+    return {"user": user + nice, "system": system, "iowait": iowait, "idle": idle}
+
+
 def relative_l2(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
@@ -128,6 +141,7 @@ def main(argv=None):
     parser.add_argument("--gpus", type=int, help="GPU workers (see make_local_cluster)")
     parser.add_argument("--processes-per-gpu", type=int, help="worker processes per GPU")
     parser.add_argument("--threads-per-process", type=int, help="concurrent tasks per GPU worker")
+    parser.add_argument("--codec-threads", type=int, help="chunk-compressing threads per GPU worker")
     parser.add_argument("--batch-size", type=int, help="conformations per task (default: auto)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     parser.add_argument("--no-loop", action="store_true", help="skip the per-frame MRC loop")
@@ -162,7 +176,8 @@ def main(argv=None):
     start = time.perf_counter()
     cluster = make_local_cluster(n_workers=args.workers, gpus=args.gpus,
                                  processes_per_gpu=args.processes_per_gpu,
-                                 threads_per_process=args.threads_per_process)
+                                 threads_per_process=args.threads_per_process,
+                                 codec_threads=args.codec_threads)
     client = Client(cluster)
     client.wait_for_workers(len(cluster.workers))
     startup = time.perf_counter() - start
@@ -177,10 +192,12 @@ def main(argv=None):
     render_ensemble(CycledSource(dims, 2 * batch * slots), shape=shape,
                     voxel_size=args.voxel_size, store=os.path.join(workdir, "warm.zarr"),
                     client=client, overwrite=True, batch_size=batch, dtype=args.dtype)
+    cpu_before = host_cpu_seconds()
     start = time.perf_counter()
     dataset = render_ensemble(source, shape=shape, voxel_size=args.voxel_size, store=store,
                               client=client, batch_size=batch, dtype=args.dtype)
     elapsed = time.perf_counter() - start
+    cpu = {k: (v - cpu_before.get(k, 0.0)) / elapsed for k, v in host_cpu_seconds().items()}
     tasks = render_ensemble.last_task_results
     client.close()
     cluster.close()
@@ -218,6 +235,10 @@ def main(argv=None):
           ", ".join(f"{k[:-2]} {v:.2f}" for k, v in list(per_volume.items())[5:]) +
           f"; device-to-host {copy_rate:.2f} GB/s per task "
           f"({results['ensemble']['d2h']}), {fps * np.prod(shape) * 4 / 1e9:.2f} GB/s overall")
+    if cpu:
+        results["ensemble"]["host_cores_busy"] = cpu
+        print("host cores busy during the run (of " f"{os.cpu_count()}): " +
+              ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)

@@ -85,7 +85,18 @@ def main(argv=None):
           f"{(max(device) / 1024):.2f} GiB |" if device else
           f"| {source.n_atoms:,} | {args.shape}^3 | {args.n_batches} | {elapsed:.1f} s | "
           f"{atoms:,} | {rss / 1024:.2f} GiB | - |")
+    print("slab task time, summed (s): " + ", ".join(
+        f"{key[:-2]} {sum(r[key] for r in slabs):.1f}" for key in ("select_s", "render_s", "write_s"))
+        + f"; renderers built, summed over workers: {sum(_last_per_worker(slabs))}")
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _last_per_worker(slabs) -> list[int]:
+    """Each worker's compile count (the largest one its slabs report)."""
+    counts: dict = {}
+    for r in slabs:
+        counts[r["pid"]] = max(counts.get(r["pid"], 0), r["compiles"])
+    return list(counts.values())
 
 
 def _flatten(results):

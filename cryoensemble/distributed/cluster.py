@@ -20,18 +20,21 @@ PROCESSES_PER_GPU = 4
 
 def make_local_cluster(n_workers: int | None = None, gpus: int | None = None,
                        processes_per_gpu: int | None = None,
-                       threads_per_process: int | None = None, **kwargs):
+                       threads_per_process: int | None = None,
+                       codec_threads: int | None = None, **kwargs):
     """An embedded cluster sized to this machine.
 
     **Arguments:**
 
     - `n_workers`: CPU worker processes (default: one per core).
     - `gpus`: if set, GPU workers instead: `processes_per_gpu` processes per GPU, each
-      running `threads_per_process` tasks at once (see `_gpu_cluster`).
+      running `threads_per_process` tasks at once with `codec_threads` threads that
+      compress and write chunks (see `_gpu_cluster`).
     - `kwargs`: passed to the cluster class.
     """
     if gpus:
-        return _gpu_cluster(int(gpus), processes_per_gpu, threads_per_process, **kwargs)
+        return _gpu_cluster(int(gpus), processes_per_gpu, threads_per_process, codec_threads,
+                            **kwargs)
     from distributed import LocalCluster
 
     env = dict(WORKER_ENVIRONMENT, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"),
@@ -44,7 +47,8 @@ def make_local_cluster(n_workers: int | None = None, gpus: int | None = None,
 
 
 def _gpu_cluster(gpus: int, processes_per_gpu: int | None = None,
-                 threads_per_process: int | None = None, **kwargs):
+                 threads_per_process: int | None = None, codec_threads: int | None = None,
+                 **kwargs):
     """Worker processes that each see one GPU.
 
     Rendering takes the device ~0.05 ms per volume; the host's work is copying, compressing
@@ -60,7 +64,7 @@ def _gpu_cluster(gpus: int, processes_per_gpu: int | None = None,
     cores = os.cpu_count() or 1
     processes_per_gpu = processes_per_gpu or PROCESSES_PER_GPU
     threads_per_process = threads_per_process or 2
-    codec_threads = max(2, cores // (gpus * processes_per_gpu))
+    codec_threads = codec_threads or max(2, cores // (gpus * processes_per_gpu))
     env = dict(WORKER_ENVIRONMENT, CRYOENSEMBLE_CODEC_THREADS=str(codec_threads))
     if processes_per_gpu == 1:
         try:

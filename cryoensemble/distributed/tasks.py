@@ -355,7 +355,9 @@ def atoms_touching_slab(index_z: np.ndarray, z0: int, z1: int, radius_in_voxels:
 
 
 def render_slab(source, spec: RenderSpec, index: int, z0: int, z1: int) -> dict:
-    """Render planes [z0, z1) of one conformation from the atoms that touch them; write."""
+    """Render planes [z0, z1) of one conformation from the atoms that touch them; write.
+    Returns the atoms used, where the time went (s: `select` atoms on the host, `render`
+    on the device and copy back, `write`), renderers built so far and peak memory."""
     t0 = time.perf_counter()
     plan = support_plan(source, spec)
     positions = _read(source, spec, index, index + 1)[:, plan.order]
@@ -365,15 +367,20 @@ def render_slab(source, spec: RenderSpec, index: int, z0: int, z1: int) -> dict:
         masks.append(atoms_touching_slab(index_z[first : first + count], z0, z1,
                                          radius / spec.voxel_size, k))
         first += count
+    t1 = t2 = time.perf_counter()
     if not any(m.any() for m in masks):  # an empty slab: zeros, still written
         slab = np.zeros((1, z1 - z0) + spec.shape[1:], np.float32)
     else:
         positions, amplitudes, variances, groups = _select(positions, plan, masks)
+        t1 = time.perf_counter()
         run = batch_renderer(spec.shape, spec.voxel_size, groups, z1 - z0)
         slab = np.asarray(run(positions, amplitudes, variances, z0))
+        t2 = time.perf_counter()
     store_module.write_volumes(spec.store, index, slab, z_start=z0)
+    t3 = time.perf_counter()
     return {"index": index, "z0": z0, "atoms": int(sum(m.sum() for m in masks)),
-            "seconds": time.perf_counter() - t0, "peak_rss_mib": _peak_rss_mib(),
+            "seconds": t3 - t0, "select_s": t1 - t0, "render_s": t2 - t1, "write_s": t3 - t2,
+            "pid": os.getpid(), "compiles": compile_count(), "peak_rss_mib": _peak_rss_mib(),
             "peak_device_mib": _peak_device_mib()}
 
 
