@@ -9,7 +9,9 @@ Two evaluations share that formula:
 
 - `render_local`: each atom is evaluated only on a cube of K^3 voxels around it (K from a
   truncation bound, `support_radius`), and the cubes are scatter-added into the grid.
-  Cost scales with atoms x K^3, not atoms x grid.
+  Cost scales with atoms x K^3, not atoms x grid. The cubes are computed inside the
+  scatter (XLA fuses them), so they never occupy memory; on GPUs the scatter adds voxel
+  by voxel into the unpadded grid, on CPUs row by row into a padded one (`SCATTER`).
 - `render_dense`: every atom on every voxel, as rank-1 products summed by matrix
   multiplication, z-plane batch by z-plane batch. No truncation; used when the support
   cannot be sized (variances traced under `jit`) and as the cryojax-style reference.

@@ -90,8 +90,9 @@ class GaussianMixtureRenderFn(AbstractVolumeRenderFn, strict=True):
         - `voxel_size`: the voxel size in A.
         - `batch_options`: memory controls.
             - `"n_batches"`: atoms are split into this many groups, summed one after the
-              other, so only n_atoms / n_batches atoms' voxel blocks are in memory at once.
-              Default 1.
+              other, so only n_atoms / n_batches atoms' intermediates (per-axis voxel
+              masses, scatter indices where XLA does not fuse them) are in memory at
+              once. Default 1.
             - `"batch_size"`: the number of z-planes rendered together. Default: all of
               them (the local evaluation needs no plane batching; a smaller value renders
               the grid in slabs of this many planes, each slab visiting every atom, which
