@@ -120,6 +120,13 @@ def window_size(radius: float, voxel_size: float) -> int:
     return int(math.ceil(2.0 * radius / voxel_size - 1e-9)) + 1
 
 
+def voxel_offsets(positions: Float[Array, "n 3"], voxel_size) -> Float[Array, "n 3"]:
+    """Positions (x, y, z) in A to (z, y, x) in voxels from the grid's centre voxel."""
+    # Multiply by the reciprocal: XLA rewrites division so under jit, and doing the same
+    # here keeps eager, jitted and sliced renders identical to the last bit.
+    return positions[:, ::-1] * (1.0 / voxel_size)
+
+
 def grid_indices(
     positions: Float[Array, "n 3"], shape: Shape3, voxel_size
 ) -> Float[Array, "n 3"]:
@@ -127,10 +134,9 @@ def grid_indices(
 
     Voxel i of an axis of length n sits at (i - n // 2) * voxel_size.
     """
-    # Multiply by the reciprocal: XLA rewrites division so under jit, and doing the same
-    # here keeps eager, jitted and sliced renders identical to the last bit.
-    zyx = positions[:, ::-1] * (1.0 / voxel_size)
-    return zyx + jnp.asarray([s // 2 for s in shape], dtype=positions.dtype)
+    return voxel_offsets(positions, voxel_size) + jnp.asarray(
+        [s // 2 for s in shape], dtype=positions.dtype
+    )
 
 
 def _voxel_masses(edges: Float[Array, "n g k1"], sigma: Float[Array, "n g 1"]):
@@ -139,10 +145,16 @@ def _voxel_masses(edges: Float[Array, "n g k1"], sigma: Float[Array, "n g 1"]):
     return 0.5 * (cdf[..., 1:] - cdf[..., :-1])
 
 
-def _profiles(index, start, k, sigma, voxel_size):
-    """Per-axis voxel masses on the window [start, start + k) of one axis."""
-    faces = start[:, None, None] + jnp.arange(k + 1, dtype=index.dtype) - 0.5
-    return _voxel_masses((faces - index[:, None, None]) * voxel_size, sigma)
+def _profiles(offset, start, k, sigma, voxel_size):
+    """Per-axis voxel masses on the window [start, start + k) of one axis, `offset` and
+    `start` both counted from the grid's centre voxel.
+
+    Both relative to the centre, not the corner: the faces are exact half-integers and
+    their difference from `offset` is rounded relative to itself (small), where
+    `offset + n // 2` would first lose the low bits of positions far from the corner
+    (1e-5 voxel at 256 voxels in float32)."""
+    faces = start[:, None, None] + jnp.arange(k + 1, dtype=offset.dtype) - 0.5
+    return _voxel_masses((faces - offset[:, None, None]) * voxel_size, sigma)
 
 
 # How blocks are accumulated into the grid (read at trace time; benchmarks compare them):
@@ -252,10 +264,11 @@ def render_local(
             f"render_local: support groups cover {sum(g[0] for g in groups)} atoms, "
             f"the volume has {positions.shape[0]}"
         )
-    index = grid_indices(positions, shape, voxel_size)
+    index = voxel_offsets(positions, voxel_size)
     z_start = jnp.asarray(z_start, jnp.int32)
     accumulate = functools.partial(
-        _accumulate, shape=(z_size, ny, nx), groups=groups, n_batches=n_batches
+        _accumulate, shape=(z_size, ny, nx), centre=tuple(s // 2 for s in shape),
+        groups=groups, n_batches=n_batches,
     )
     if SCATTER != "auto":
         return accumulate(index, amplitudes, variances, voxel_size, z_start, scatter=SCATTER)
@@ -266,20 +279,21 @@ def render_local(
     )
 
 
-def _accumulate(index, amplitudes, variances, voxel_size, z_start, *, shape, groups,
-                n_batches, scatter):
-    """`render_local` on fractional indices `index`, into the slab `shape` starting at
-    absolute plane `z_start`, with the `scatter` strategy (see `SCATTER`)."""
+def _accumulate(offsets, amplitudes, variances, voxel_size, z_start, *, shape, centre,
+                groups, n_batches, scatter):
+    """`render_local` on voxel `offsets` from the grid's `centre` voxel, into the slab
+    `shape` starting at absolute plane `z_start`, with the `scatter` strategy."""
     z_size, ny, nx = shape
-    dtype = index.dtype
+    dtype = offsets.dtype
+    centre_voxel = jnp.asarray(centre, jnp.int32)
     k_max = max([k for _, _, k in groups] + [1])
     pad = 0 if scatter == "voxels" else k_max - 1
     padded_shape = (z_size + 2 * pad, ny + 2 * pad, nx + 2 * pad)
     lower = jnp.stack([z_start, jnp.int32(0), jnp.int32(0)])
     upper = lower + jnp.asarray(shape, jnp.int32)
 
-    def add_group(grid, index, amplitudes, variances, radius, k):
-        n = index.shape[0]
+    def add_group(grid, offsets, amplitudes, variances, radius, k):
+        n = offsets.shape[0]
         parts = min(n_batches, n)
         per_batch = -(-n // parts)
         n_padded = per_batch * parts
@@ -288,18 +302,23 @@ def _accumulate(index, amplitudes, variances, voxel_size, z_start, *, shape, gro
             return jnp.concatenate([x, jnp.full((n_padded - n,) + x.shape[1:], value, x.dtype)])
 
         batches = (
-            pad_atoms(index, 0.0).reshape(parts, per_batch, 3),
+            pad_atoms(offsets, 0.0).reshape(parts, per_batch, 3),
             pad_atoms(amplitudes, 0.0).reshape(parts, per_batch, -1),
             pad_atoms(variances, 1.0).reshape(parts, per_batch, -1),
         )
         radius_in_voxels = radius * (1.0 / voxel_size)
 
         def add_batch(grid, batch):
-            index, amplitude, variance = batch
-            # First voxel of each atom's window, in absolute grid indices.
+            offset, amplitude, variance = batch
+            # First voxel of each atom's window, in absolute grid indices (the same
+            # float32 rule as `grid_indices`, which slab planners reproduce).
+            index = offset + centre_voxel.astype(dtype)
             start = jnp.floor(index - radius_in_voxels + 0.5).astype(jnp.int32)
             sigma = jnp.sqrt(variance)[..., None]
-            pz, py, px = (_profiles(index[:, j], start[:, j], k, sigma, voxel_size) for j in range(3))
+            pz, py, px = (
+                _profiles(offset[:, j], start[:, j] - centre_voxel[j], k, sigma, voxel_size)
+                for j in range(3)
+            )
             touches = jnp.all((start + k > lower) & (start < upper), axis=1)
             weight = jnp.where(touches[:, None], amplitude, 0.0) * (1.0 / voxel_size) ** 3
             blocks = _window_blocks(weight, pz, py, px)
@@ -320,7 +339,7 @@ def _accumulate(index, amplitudes, variances, voxel_size, z_start, *, shape, gro
     for count, radius, k in groups:
         if count:
             part = slice(first, first + count)
-            grid = add_group(grid, index[part], amplitudes[part], variances[part], radius, k)
+            grid = add_group(grid, offsets[part], amplitudes[part], variances[part], radius, k)
         first += count
     return grid[pad : pad + z_size, pad : pad + ny, pad : pad + nx]
 
@@ -341,11 +360,11 @@ def render_dense(
     nz, ny, nx = shape
     dtype = positions.dtype
     voxel_size = jnp.asarray(voxel_size, dtype)
-    index = grid_indices(positions, shape, voxel_size)
+    offsets = voxel_offsets(positions, voxel_size)
     sigma = jnp.sqrt(variances)[..., None]
-    starts = jnp.zeros(positions.shape[0], jnp.int32)
+    first = jnp.zeros(positions.shape[0], jnp.int32)
     pz, py, px = (
-        _profiles(index[:, j], starts, n_axis, sigma, voxel_size)
+        _profiles(offsets[:, j], first - n_axis // 2, n_axis, sigma, voxel_size)
         for j, n_axis in enumerate(shape)
     )
     weight = amplitudes / voxel_size**3
