@@ -214,7 +214,7 @@ def main(argv=None):
     results["ensemble"] = {"fps": fps, "error": error, "workers": n_workers, "slots": slots,
                            "batch_size": batch, "startup_s": startup, "store_bytes": size,
                            "per_volume_ms": per_volume, "to_host_gb_s": copy_rate,
-                           "d2h": os.environ.get("CRYOENSEMBLE_D2H", "pinned")}
+                           "d2h": os.environ.get("CRYOENSEMBLE_D2H", "pinned") if args.gpus else "cpu"}
 
     kind = (f"{args.gpus} GPU(s), {n_workers} processes x {slots // n_workers} tasks"
             if args.gpus else f"{n_workers} CPU worker(s)")

@@ -41,7 +41,8 @@ def main(argv=None):
     parser.add_argument("--n-batches", type=int, default=32, help="z-slabs")
     parser.add_argument("--workers", type=int)
     parser.add_argument("--gpus", type=int)
-    parser.add_argument("--processes-per-gpu", type=int, default=1)
+    parser.add_argument("--processes-per-gpu", type=int, default=4,
+                        help="GPU worker processes (each holds the atom set on the host)")
     parser.add_argument("--threads-per-process", type=int, default=1,
                         help="slabs at once per GPU process (each adds its device memory)")
     args = parser.parse_args(argv)

@@ -14,8 +14,6 @@ WORKER_ENVIRONMENT = {
     "MKL_NUM_THREADS": "1",
 }
 _CPU_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-# GPU worker processes per GPU by default (see `_gpu_cluster`).
-PROCESSES_PER_GPU = 4
 
 
 def make_local_cluster(n_workers: int | None = None, gpus: int | None = None,
@@ -51,20 +49,23 @@ def _gpu_cluster(gpus: int, processes_per_gpu: int | None = None,
                  **kwargs):
     """Worker processes that each see one GPU.
 
-    Rendering takes the device ~0.05 ms per volume; the host's work is copying, compressing
-    and writing. So each GPU gets a few processes (default `PROCESSES_PER_GPU`), each
-    running `threads_per_process` tasks at once (default 2: one renders and copies while
-    another waits on its chunks) and a pool of codec threads (CRYOENSEMBLE_CODEC_THREADS:
-    the host's cores divided among the processes), blosc compressing without the GIL.
-    Fourteen single-threaded processes per GPU did worse (544 volumes/s at 96^3 on an
-    H100 against ...): every process is a CUDA context time-sliced on the device, and its
-    Python work holds one GIL per chunk. With one process per GPU this is dask-cuda's
-    `LocalCUDACluster` where installed; otherwise distributed's SpecCluster.
+    Rendering takes the device ~0.05 ms per volume; the host's work is compressing and
+    writing (a batch reaches pinned host memory at ~15-50 GB/s, `tasks.host_pieces`). So
+    by default every core runs one single-threaded worker process (the host's cores
+    divided among the GPUs), each encoding its own chunks. On an H100 host with 16
+    cores, 96^3 AdK volumes to zstd zarr: 16 processes x 1 task, 1214 volumes/s (9.8 cores
+    user, 1.6 system); 8 x 1 task x 2 codec threads, 714/s; 4 x 2 tasks x 4 codec threads,
+    521/s (blosc releases the GIL, but threads of one process compressing side by side
+    spent a third of the host in the kernel). `threads_per_process` > 1 runs several tasks
+    per process; `codec_threads` > 1 (CRYOENSEMBLE_CODEC_THREADS) gives each process a
+    pool of chunk-encoding threads, for hosts with fewer processes than cores. With one
+    process per GPU this is dask-cuda's `LocalCUDACluster` where installed; otherwise
+    distributed's SpecCluster.
     """
     cores = os.cpu_count() or 1
-    processes_per_gpu = processes_per_gpu or PROCESSES_PER_GPU
-    threads_per_process = threads_per_process or 2
-    codec_threads = codec_threads or max(2, cores // (gpus * processes_per_gpu))
+    processes_per_gpu = processes_per_gpu or max(1, cores // gpus)
+    threads_per_process = threads_per_process or 1
+    codec_threads = codec_threads or max(1, cores // (gpus * processes_per_gpu))
     env = dict(WORKER_ENVIRONMENT, CRYOENSEMBLE_CODEC_THREADS=str(codec_threads))
     if processes_per_gpu == 1:
         try:

@@ -58,28 +58,33 @@ def _source_key(source) -> str:
 _MIXTURES: dict = {}
 
 
-def mixture(source, extra_b_factor: float):
-    """(amplitudes, variances), float32 (n_atoms, n_gaussians), of a source's atoms:
-    its own mixture if it has one, else Peng (1996) with `extra_b_factor` added. Cached
-    per worker process by the source's description (huge atom sets are not re-derived
-    per task)."""
+def _mixture_rows(source, extra_b_factor: float):
+    """(amplitudes, variances, inverse): the distinct mixtures of a source's atoms and
+    each atom's index into them (Peng (1996) per element with `extra_b_factor` added), or
+    per-atom arrays and `inverse` None for a source with its own mixture. Cached per
+    worker process by the source's description."""
     if hasattr(source, "mixture"):
         a, v = source.mixture()
-        return np.asarray(a, np.float32), np.asarray(v, np.float32)
+        return np.asarray(a, np.float32), np.asarray(v, np.float32), None
     key = (_source_key(source), float(extra_b_factor))
     if key not in _MIXTURES:
         from ..constants.scattering_factors import PengScatteringFactorParameters
 
-        # Per element, then gathered: cheap for millions of atoms.
         elements, inverse = np.unique(source.atomic_numbers, return_inverse=True)
         parameters = PengScatteringFactorParameters(elements)  # names bad elements
         b = np.asarray(parameters.b, np.float64) + float(extra_b_factor)
-        a = np.asarray(parameters.a, np.float32)[inverse]
-        v = (b / (8 * np.pi**2)).astype(np.float32)[inverse]
         if len(_MIXTURES) > 8:
             _MIXTURES.clear()
-        _MIXTURES[key] = (a, v)
+        _MIXTURES[key] = (np.asarray(parameters.a, np.float32),
+                          (b / (8 * np.pi**2)).astype(np.float32), inverse.reshape(-1))
     return _MIXTURES[key]
+
+
+def mixture(source, extra_b_factor: float):
+    """(amplitudes, variances), float32 (n_atoms, n_gaussians), of a source's atoms:
+    its own mixture if it has one, else Peng (1996) with `extra_b_factor` added."""
+    a, v, inverse = _mixture_rows(source, extra_b_factor)
+    return (a, v) if inverse is None else (a[inverse], v[inverse])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,13 +113,32 @@ def support_plan(source, spec: RenderSpec) -> SupportPlan:
     """The (cached) support plan of a source's atoms for this grid and bound."""
     from ..simulator.gaussian_kernels import support_groups, support_radii
 
-    amplitudes, variances = mixture(source, spec.extra_b_factor)
     key = (_source_key(source), spec.extra_b_factor, spec.voxel_size, spec.truncation)
     if key not in _PLANS:
-        radii = support_radii(amplitudes, variances, spec.voxel_size, spec.truncation)
-        order, groups = support_groups(radii, spec.voxel_size)
-        _PLANS[key] = SupportPlan(order, amplitudes[order], variances[order], groups)
+        a, v, inverse = _mixture_rows(source, spec.extra_b_factor)
+        radii = support_radii(a, v, spec.voxel_size, spec.truncation)
+        if inverse is None:
+            order, groups = support_groups(radii, spec.voxel_size)
+        else:  # per element: 10.8M atoms in seconds, not a minute
+            order, groups = _groups_of_rows(radii, inverse, spec.voxel_size)
+            a, v = a[inverse], v[inverse]
+        _PLANS[key] = SupportPlan(order, a[order], v[order], groups)
     return _PLANS[key]
+
+
+def _groups_of_rows(row_radii: np.ndarray, inverse: np.ndarray, voxel_size: float):
+    """`support_groups` of atoms whose radii are `row_radii[inverse]` (the same order and
+    groups), with each distinct row's window size computed once."""
+    from ..simulator.gaussian_kernels import window_size
+
+    row_k = np.asarray([window_size(r, voxel_size) for r in row_radii], np.int64)
+    k = row_k[inverse]
+    counts = np.bincount(inverse, minlength=len(row_radii))
+    groups = tuple(
+        (int(counts[row_k == value].sum()), float(row_radii[row_k == value].max()), int(value))
+        for value in np.unique(row_k)
+    )
+    return np.argsort(k, kind="stable"), groups
 
 
 def _pad_groups(groups: tuple, counts: list[int]) -> tuple[tuple, list[int]]:
@@ -354,13 +378,28 @@ def atoms_touching_slab(index_z: np.ndarray, z0: int, z1: int, radius_in_voxels:
     return (start + k > z0) & (start < z1)
 
 
+_ORDERED: dict = {}
+
+
+def _ordered_positions(source, spec: RenderSpec, plan: SupportPlan, index: int) -> np.ndarray:
+    """Conformation `index`'s positions (1, n, 3) in the plan's order, kept for the next
+    slab or atom group of the same conformation on this worker (one conformation: a
+    10.8M-atom read and gather cost a second each)."""
+    key = (_source_key(source), spec.centre, index)
+    if key not in _ORDERED:
+        positions = _read(source, spec, index, index + 1)[:, plan.order]
+        _ORDERED.clear()
+        _ORDERED[key] = positions
+    return _ORDERED[key]
+
+
 def render_slab(source, spec: RenderSpec, index: int, z0: int, z1: int) -> dict:
     """Render planes [z0, z1) of one conformation from the atoms that touch them; write.
     Returns the atoms used, where the time went (s: `select` atoms on the host, `render`
     on the device and copy back, `write`), renderers built so far and peak memory."""
     t0 = time.perf_counter()
     plan = support_plan(source, spec)
-    positions = _read(source, spec, index, index + 1)[:, plan.order]
+    positions = _ordered_positions(source, spec, plan, index)
     index_z = positions[0, :, 2] / spec.voxel_size + spec.shape[0] // 2
     masks, first = [], 0
     for count, radius, k in plan.groups:
@@ -406,7 +445,7 @@ def _peak_device_mib() -> float | None:
 def render_atom_group(source, spec: RenderSpec, index: int, a0: int, a1: int) -> np.ndarray:
     """The partial volume of (sorted) atoms [a0, a1) of one conformation, to be summed."""
     plan = support_plan(source, spec)
-    positions = _read(source, spec, index, index + 1)[:, plan.order]
+    positions = _ordered_positions(source, spec, plan, index)
     masks, first = [], 0
     for count, _, _ in plan.groups:
         ids = np.arange(first, first + count)
