@@ -261,6 +261,12 @@ def test_chunk_files_written_directly_match_zarr(tmp_path):
     array = zarr.open_array(path, path="potential", mode="r+", config={"write_empty_chunks": True})
     array[3:4] = volumes[3:4]
     assert all(open(f"{path}/potential/c/3/{z}/0/0", "rb").read() == direct[z] for z in range(3))
+    # Markers too: written as files, the bytes zarr writes.
+    store_module.mark_rendered(path, 0, 2)
+    zarr.open_array(path, path="rendered", mode="r+", config={"write_empty_chunks": True})[3] = 1
+    marker = open(f"{path}/rendered/c/3", "rb").read()
+    assert all(open(f"{path}/rendered/c/{i}", "rb").read() == marker for i in range(2))
+    np.testing.assert_array_equal(xr.open_zarr(path)["rendered"].values, [1, 1, 0, 1])
 
 
 def test_fft_renderer_through_dask(client, tmp_path):
