@@ -6,9 +6,11 @@ Measures, in one run on this machine:
   and write one MRC file (cryojax 0.6.0's spread renderer at n_spread=(3,3,5,5,9) when it
   is installed, else cryoensemble's renderer in the same loop);
 - `render_ensemble`: the AdK trajectory repeated to `--frames` conformations into one
-  compressed zarr store, on an embedded LocalCluster (CPU workers, or `--gpus N`
-  dask-cuda workers), timed from submission to the last durable write (cluster start-up
-  excluded and printed separately), with where each volume's time went.
+  compressed zarr store, on an embedded LocalCluster (CPU workers, or `--gpus N`: one
+  single-threaded GPU worker process per core by default, see `make_local_cluster`),
+  timed from submission to the last durable write (cluster start-up excluded and printed
+  separately), with where each volume's time went: task stages, codec time, the
+  device-to-host rate and how many host cores were busy.
 
 Accuracy is printed beside each: relative L2 of a stored volume against the exact float64
 voxel average of the same frame.
