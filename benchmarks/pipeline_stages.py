@@ -138,7 +138,8 @@ def main(argv=None):
             seconds = timed(lambda: list(pool.map(lambda w: w(), writers)), 3)
         print(f"chunk files (encode + write) from {threads:2d} threads: "
               f"{nbytes / seconds / 1e9:6.2f} GB/s ({seconds / args.batch * 1e3:.2f} ms/volume)")
-    ratio = sum(len(codec) for codec in map(store_module._chunk_encoder(f"{workdir}/s.zarr")[2], host[:4])) / host[:4].nbytes
+    encode = store_module._chunk_encoder(f"{workdir}/s.zarr")[2]
+    ratio = sum(len(encode(volume)) for volume in host[:4]) / host[:4].nbytes
     print(f"compressed / raw: {ratio:.3f}")
     shutil.rmtree(workdir)
 

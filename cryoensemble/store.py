@@ -295,8 +295,9 @@ def chunk_writers(path: str, start: int, volumes: np.ndarray, z_start: int = 0):
         return t1 - t0, time.perf_counter() - t1
 
     return [
-        functools.partial(write, _chunk_path(path, POTENTIAL, (start + i, (z_start + z0) // z_chunk, 0, 0)),
-                          volume[z0 : z0 + z_chunk])
+        functools.partial(
+            write, _chunk_path(path, POTENTIAL, (start + i, (z_start + z0) // z_chunk, 0, 0)),
+            volume[z0 : z0 + z_chunk])
         for i, volume in enumerate(volumes)
         for z0 in range(0, volumes.shape[1], z_chunk)
     ]

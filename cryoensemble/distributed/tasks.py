@@ -357,7 +357,8 @@ def host_pieces(volumes, n: int):
     per_piece = max(1, _PIECE_BYTES // (volumes.nbytes // volumes.shape[0]))
     offsets = range(0, n, per_piece)
     pieces = [volumes[a : min(n, a + per_piece)] for a in offsets]
-    pinned = os.environ.get("CRYOENSEMBLE_D2H", "pinned") == "pinned" and _PINNED.get(device.platform, True)
+    pinned = (os.environ.get("CRYOENSEMBLE_D2H", "pinned") == "pinned"
+              and _PINNED.get(device.platform, True))
     if pinned:
         try:
             sharding = jax.sharding.SingleDeviceSharding(device, memory_kind="pinned_host")
