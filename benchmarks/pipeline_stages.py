@@ -9,7 +9,8 @@ For the AdK DIMS frames at a given grid, measures separately:
    (`tasks.host_pieces`);
 3. encoding + writing chunk files with the store's codec (blosc zstd-1, byte shuffle)
    from 1 to all cores' threads (GB/s);
-4. the row-scatter and whole-window-scatter variants of the renderer's accumulation.
+4. the renderer's accumulation variants: per-voxel, row and whole-window scatters, and
+   the platform's default ("auto": per-voxel on GPUs, rows on CPUs).
 
     python benchmarks/pipeline_stages.py --shape 96 --batch 64
 """
@@ -34,6 +35,32 @@ def timed(fn, repeats=5):
         fn()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+def cryojax_batched_rate(positions, atomic_numbers, shape, batch: int, repeats: int) -> None:
+    """The peer on the same frames: cryojax 0.6.0's spread renderer at n_spread=(3,3,5,5,9)
+    under `jax.lax.map` (the batched rate of ../shared/ANCHORS.md)."""
+    try:
+        import cryojax.simulator as cxs
+        from cryojax.constants import PengScatteringFactorParameters
+    except ImportError as error:
+        print(f"render (cryojax spread (3,3,5,5,9), lax.map): skipped ({error})")
+        return
+    import jax
+    import jax.numpy as jnp
+
+    volume = cxs.GaussianMixtureVolume.from_tabulated_parameters(
+        jnp.asarray(positions[0]), PengScatteringFactorParameters(atomic_numbers)
+    )
+    amplitudes = jnp.asarray(volume.amplitudes, jnp.float32)
+    variances = jnp.asarray(volume.variances, jnp.float32)
+    render = cxs.GaussianMixtureRenderFn(shape, 1.0, n_spread=(3, 3, 5, 5, 9))
+    run = jax.jit(lambda p: jax.lax.map(
+        lambda one: render(cxs.GaussianMixtureVolume(one, amplitudes, variances)), p))
+    frames = jnp.asarray(positions)
+    seconds = timed(lambda: run(frames).block_until_ready(), repeats)
+    print(f"render (cryojax spread (3,3,5,5,9), lax.map): {batch / seconds:9.1f} frames/s  "
+          f"({seconds / batch * 1e3:.3f} ms/frame)")
 
 
 def main(argv=None):
@@ -61,14 +88,15 @@ def main(argv=None):
     print(f"# device {jax.devices()[0]}, jax {jax.__version__}, grid {args.shape}^3, "
           f"batch {args.batch}, support groups (atoms, radius A, k): {groups}")
 
-    for scatter in ("rows", "windows"):
+    for scatter in ("auto", "voxels", "rows", "windows"):
         gaussian_kernels.SCATTER = scatter
         tasks.batch_renderer.cache_clear()
         run = tasks.batch_renderer(shape, 1.0, groups)
         seconds = timed(lambda: run(*device_inputs, 0).block_until_ready(), args.repeats)
         print(f"render ({scatter} scatter): {args.batch / seconds:9.1f} frames/s  "
               f"({seconds / args.batch * 1e3:.3f} ms/frame)")
-    gaussian_kernels.SCATTER = "rows"
+    gaussian_kernels.SCATTER = "auto"
+    cryojax_batched_rate(positions, source.atomic_numbers, shape, args.batch, args.repeats)
     tasks.batch_renderer.cache_clear()
     before = tasks.compile_count()
     run = tasks.batch_renderer(shape, 1.0, groups)
