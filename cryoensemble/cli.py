@@ -168,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--split", choices=["slabs", "atoms"], default="slabs")
     render.add_argument("--dtype", choices=["float32", "float16"], default="float32")
     render.add_argument("--scheduler-address", help="an existing Dask scheduler")
-    render.add_argument("--gpus", type=int, help="one dask-cuda worker per GPU")
+    render.add_argument("--gpus", type=int,
+                        help="GPU workers: one process per core, cores divided among the GPUs")
     render.add_argument("--workers", type=int, help="CPU worker processes (default: cores)")
     render.add_argument("--overwrite", action="store_true", help="replace a store made otherwise")
     render.add_argument("--dry-run", action="store_true", help="print the plan only")
