@@ -98,26 +98,43 @@ def support_radius(
 SupportGroups = tuple[tuple[int, float, int], ...]
 
 
-def support_groups(radii: np.ndarray, voxel_size: float) -> tuple[np.ndarray, SupportGroups]:
+def support_groups(
+    radii: np.ndarray, voxel_size: float, rows_of_atoms: np.ndarray | None = None
+) -> tuple[np.ndarray, SupportGroups]:
     """Group atoms by window size, so that a few wide atoms (ions, high B) do not widen
     every atom's window.
 
-    **Returns:** `(order, groups)`: a stable permutation that makes each group contiguous,
-    and `((n_atoms, radius, k), ...)` per group in that order, radius the group's largest
-    and k its window size in voxels.
+    **Arguments:**
+
+    - `radii`: each atom's support radius (A), or with `rows_of_atoms` each distinct
+      row's (atoms of one element share one: millions of atoms, a few rows).
+    - `voxel_size`: in A.
+    - `rows_of_atoms`: each atom's index into `radii`, if `radii` is per row.
+
+    **Returns:** `(order, groups)`: a stable permutation of the atoms that makes each group
+    contiguous, and `((n_atoms, radius, k), ...)` per group in that order, radius the
+    group's largest and k its window size in voxels.
     """
-    k = np.asarray([window_size(r, voxel_size) for r in radii], dtype=np.int64)
-    order = np.argsort(k, kind="stable")
-    groups = []
-    for value in np.unique(k):
-        members = k == value
-        groups.append((int(members.sum()), float(radii[members].max()), int(value)))
-    return order, tuple(groups)
+    radii = np.asarray(radii, np.float64)
+    k_rows = window_size(radii, voxel_size)
+    if rows_of_atoms is None:
+        k, counts = k_rows, np.ones(len(radii), np.int64)
+    else:
+        k = k_rows[rows_of_atoms]
+        counts = np.bincount(rows_of_atoms, minlength=len(radii))
+    groups = tuple(
+        (int(counts[k_rows == value].sum()), float(radii[k_rows == value].max()), int(value))
+        for value in np.unique(k_rows)
+        if counts[k_rows == value].sum()
+    )
+    return np.argsort(k, kind="stable"), groups
 
 
-def window_size(radius: float, voxel_size: float) -> int:
-    """Voxels per axis of the cube that covers every voxel meeting [p - R, p + R]."""
-    return int(math.ceil(2.0 * radius / voxel_size - 1e-9)) + 1
+def window_size(radius, voxel_size: float):
+    """Voxels per axis of the cube that covers every voxel meeting [p - R, p + R]: an int
+    for one radius (A), an int64 array for an array of them."""
+    k = np.ceil(2.0 * np.asarray(radius, np.float64) / voxel_size - 1e-9).astype(np.int64) + 1
+    return int(k) if k.ndim == 0 else k
 
 
 def voxel_offsets(positions: Float[Array, "n 3"], voxel_size) -> Float[Array, "n 3"]:
