@@ -359,9 +359,12 @@ def host_pieces(volumes, n: int):
 
 def atoms_touching_slab(index_z: np.ndarray, z0: int, z1: int, radius_in_voxels: float,
                         k: int) -> np.ndarray:
-    """Mask of atoms whose k-voxel window meets z-planes [z0, z1) (the kernel's rule)."""
+    """Mask of atoms whose k-voxel window meets z-planes [z0, z1) (the kernel's rule),
+    with one plane of margin: here the index is rounded in numpy, in the kernel in XLA
+    (float32, `* (1 / voxel_size)`), so a window start exactly on a plane boundary could
+    fall either side. An atom taken in that does not touch the slab adds exact zeros."""
     start = np.floor(index_z - radius_in_voxels + 0.5)
-    return (start + k > z0) & (start < z1)
+    return (start + k >= z0) & (start <= z1)
 
 
 _ORDERED: dict = {}
