@@ -1,0 +1,325 @@
+"""Encode rendered volumes into zarr chunk objects on the GPU (nvCOMP batched zstd).
+
+A batch of volumes that is already on the device is cut into the zarr array's (inner)
+chunks there, every non-empty chunk is compressed in one batched nvCOMP zstd call (raw
+bitstream: standard zstd frames), and only the compressed bytes are copied to the host.
+The host appends zarr's `crc32c` checksum and, for a sharded array, the shard index, so
+each returned object is exactly what zarr itself stores for codecs
+`[bytes(little), zstd, crc32c]` (optionally inside `sharding_indexed` with index codecs
+`[bytes(little), crc32c]` at the end): any CPU reader decodes it with zarr's own codec
+pipeline. The frames differ from a CPU zstd's (another encoder), the format does not.
+
+The same encoder runs without a GPU (`compressor="numcodecs"`): frames from numcodecs'
+zstd at the array's level, then byte-identical to zarr's own writes; that is the CPU
+fallback and what the CPU tests check the layout against.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def device_codec_available() -> bool:
+    """Whether nvCOMP's Python package is importable and JAX has a CUDA device, i.e.
+    whether `ZarrChunkEncoder(..., compressor="nvcomp")` can run here."""
+    try:
+        if not jax.devices("gpu"):
+            return False
+        from nvidia import nvcomp  # noqa: F401
+    except (ImportError, RuntimeError):
+        return False
+    return True
+
+
+def _crc32c(data) -> bytes:
+    """zarr's `crc32c` codec suffix: the CRC-32C of `data`, 4 bytes little-endian."""
+    import google_crc32c
+
+    return np.uint32(google_crc32c.value(data)).astype("<u4").tobytes()
+
+
+class _DeviceBytes:
+    """A zero-copy byte view of device memory, for nvCOMP (keeps its owner alive)."""
+
+    def __init__(self, pointer: int, nbytes: int, owner):
+        self.owner = owner
+        self.__cuda_array_interface__ = {
+            "shape": (nbytes,),
+            "typestr": "|u1",
+            "data": (pointer, False),
+            "strides": None,
+            "version": 3,
+        }
+
+
+def _layout(array) -> tuple[tuple[int, ...], tuple[int, ...], int | None, object]:
+    """(shard shape, inner chunk shape, zstd level, fill value) of a 4-d zarr v3 array
+    `(n, z, y, x)` whose chunks hold one conformation and whose codecs are
+    `[bytes, zstd, crc32c]`, plain or inside sharding; a clear error otherwise."""
+    from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
+
+    name = f"zarr array {array.path or array.store_path!s}"
+    metadata = array.metadata
+    if getattr(metadata, "zarr_format", None) != 3:
+        raise ValueError(f"ZarrChunkEncoder: {name} is not zarr v3")
+    if len(array.shape) != 4:
+        raise ValueError(f"ZarrChunkEncoder: {name} has shape {array.shape}; need (n, z, y, x)")
+
+    def plain_chain(codecs, what) -> int:
+        ok = (
+            len(codecs) == 3
+            and isinstance(codecs[0], BytesCodec)
+            and (codecs[0].endian is None or codecs[0].endian.value == "little")
+            and isinstance(codecs[1], ZstdCodec)
+            and not codecs[1].checksum
+            and isinstance(codecs[2], Crc32cCodec)
+        )
+        if not ok:
+            raise ValueError(
+                f"ZarrChunkEncoder: {name} {what} codecs are {[c.to_dict() for c in codecs]}; "
+                "need [bytes(little), zstd(checksum=false), crc32c]"
+            )
+        return codecs[1].level
+
+    codecs = tuple(metadata.codecs)
+    outer = tuple(array.shards or array.chunks)
+    if len(codecs) == 1 and isinstance(codecs[0], ShardingCodec):
+        sharding = codecs[0]
+        index = tuple(sharding.index_codecs)
+        if (
+            sharding.index_location.value != "end"
+            or len(index) != 2
+            or not isinstance(index[0], BytesCodec)
+            or not isinstance(index[1], Crc32cCodec)
+        ):
+            raise ValueError(
+                f"ZarrChunkEncoder: {name} shard index must be [bytes, crc32c] at the end; "
+                f"got {sharding.to_dict()}"
+            )
+        level = plain_chain(tuple(sharding.codecs), "inner-chunk")
+        inner = tuple(sharding.chunk_shape)
+    else:
+        level = plain_chain(codecs, "chunk")
+        inner = outer
+    if outer[0] != 1 or inner[0] != 1:
+        raise ValueError(
+            f"ZarrChunkEncoder: {name} chunks {outer} / inner chunks {inner} must hold one "
+            "conformation (first axis 1)"
+        )
+    return outer[1:], inner[1:], level, metadata.fill_value
+
+
+@functools.partial(jax.jit, static_argnames=("shard", "inner", "fill"))
+def _to_chunks(volumes, shard, inner, fill):
+    """(b, z, y, x) -> ((b, n_chunks, chunk_size) C-ordered inner chunks, (b, n_chunks)
+    all-fill mask), padded with `fill` to whole shards as zarr does."""
+    b, *shape = volumes.shape
+    grid = [-(-n // s) * s for n, s in zip(shape, shard)]
+    padded = jnp.pad(
+        volumes, [(0, 0)] + [(0, g - n) for g, n in zip(grid, shape)], constant_values=fill
+    )
+    (gz, gy, gx), (cz, cy, cx) = [g // c for g, c in zip(grid, inner)], inner
+    blocks = padded.reshape(b, gz, cz, gy, cy, gx, cx).transpose(0, 1, 3, 5, 2, 4, 6)
+    blocks = blocks.reshape(b, gz * gy * gx, cz * cy * cx)
+    if jnp.issubdtype(blocks.dtype, jnp.floating) and fill == 0:
+        # zarr compares bit patterns against a zero fill: a chunk of -0.0 is stored.
+        unsigned = {2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint64}[blocks.dtype.itemsize]
+        empty = jnp.all(jax.lax.bitcast_convert_type(blocks, unsigned) == 0, axis=-1)
+    elif jnp.issubdtype(blocks.dtype, jnp.floating) and np.isnan(fill):
+        empty = jnp.all(jnp.isnan(blocks), axis=-1)
+    else:
+        empty = jnp.all(blocks == fill, axis=-1)
+    return blocks, empty
+
+
+class ZarrChunkEncoder:
+    """Encodes batches of volumes into the stored objects of one zarr v3 array.
+
+    The array is `(n, z, y, x)` with one conformation per chunk (or per shard), codecs
+    `[bytes(little), zstd, crc32c]`, plain or as the inner codecs of `sharding_indexed`
+    (index `[bytes(little), crc32c]` at the end, as zarr's default). One encoder holds one
+    nvCOMP codec: use it from one thread at a time.
+
+    **Arguments:**
+
+    - `array`: the `zarr.Array` (its metadata only is read).
+    - `compressor`: `"nvcomp"` (zstd on the GPU, the batch must be on a CUDA device),
+      `"numcodecs"` (zstd on the host: byte-identical to zarr's own writes) or `"auto"`
+      (nvcomp where `device_codec_available()`).
+    - `write_empty_chunks`: store chunks that hold only the fill value (zarr's array
+      option of the same name); False leaves them out, as zarr does by default.
+    """
+
+    def __init__(
+        self,
+        array,
+        *,
+        compressor: Literal["auto", "nvcomp", "numcodecs"] = "auto",
+        write_empty_chunks: bool = False,
+    ):
+        if compressor not in ("auto", "nvcomp", "numcodecs"):
+            raise ValueError(
+                f"ZarrChunkEncoder: compressor must be 'auto', 'nvcomp' or 'numcodecs'; "
+                f"got {compressor!r}"
+            )
+        if compressor == "auto":
+            compressor = "nvcomp" if device_codec_available() else "numcodecs"
+        elif compressor == "nvcomp" and not device_codec_available():
+            raise RuntimeError(
+                "ZarrChunkEncoder: compressor='nvcomp' needs a CUDA device for JAX and the "
+                "nvidia-nvcomp package (pip install nvidia-nvcomp-cu13)"
+            )
+        self.shard_shape, self.chunk_shape, self.level, self.fill_value = _layout(array)
+        for s, c in zip(self.shard_shape, self.chunk_shape):
+            if s % c:
+                raise ValueError(
+                    f"ZarrChunkEncoder: shard shape {self.shard_shape} is not a multiple of "
+                    f"the inner chunks {self.chunk_shape}"
+                )
+        self.volume_shape = tuple(int(n) for n in array.shape[1:])
+        self.dtype = np.dtype(array.dtype)
+        self.sharded = self.shard_shape != self.chunk_shape
+        self.compressor = compressor
+        self.write_empty_chunks = bool(write_empty_chunks)
+        self._encode_key = array.metadata.encode_chunk_key
+        self._codec = None
+        # Chunk bookkeeping, once per array: the shards' grid, each shard's inner chunks
+        # in zarr's (Morton) write order as indices into the C-ordered chunk grid.
+        from zarr.core.indexing import morton_order_iter
+
+        self._shards = [-(-n // s) for n, s in zip(self.volume_shape, self.shard_shape)]
+        self._per_shard = tuple(s // c for s, c in zip(self.shard_shape, self.chunk_shape))
+        chunk_grid = [g * p for g, p in zip(self._shards, self._per_shard)]
+        morton = list(morton_order_iter(self._per_shard))
+        self._members = {}
+        for shard in np.ndindex(*self._shards):
+            self._members[shard] = [
+                (inner, int(np.ravel_multi_index(
+                    [s * p + i for s, p, i in zip(shard, self._per_shard, inner)], chunk_grid)))
+                for inner in morton
+            ]
+
+    # -- the stages of `encode` (separate so that each can be timed) ----------------------
+    def chunks(self, volumes) -> tuple[jax.Array, np.ndarray]:
+        """On the volumes' device: `(b * n_chunks, chunk_size)` inner chunks (C order over
+        the padded chunk grid, per volume) and, on the host, which to compress (not all
+        fill value, or all with `write_empty_chunks`)."""
+        if volumes.ndim != 4 or tuple(volumes.shape[1:]) != self.volume_shape:
+            raise ValueError(
+                f"ZarrChunkEncoder.encode: volumes have shape {tuple(volumes.shape)}; the array "
+                f"holds (b, *{self.volume_shape})"
+            )
+        if np.dtype(volumes.dtype) != self.dtype:
+            raise ValueError(
+                f"ZarrChunkEncoder.encode: volumes are {np.dtype(volumes.dtype)}, the array is "
+                f"{self.dtype}"
+            )
+        if not isinstance(volumes, jax.Array):
+            volumes = jnp.asarray(volumes)
+        fill = np.asarray(self.fill_value, self.dtype).item()
+        blocks, empty = _to_chunks(volumes, self.shard_shape, self.chunk_shape, fill)
+        blocks = blocks.reshape(-1, blocks.shape[-1])
+        keep = ~np.asarray(empty).reshape(-1)
+        if self.write_empty_chunks:
+            keep[:] = True
+        return blocks, keep
+
+    def compress(self, blocks: jax.Array, keep: np.ndarray) -> list:
+        """zstd frames of the kept rows of `blocks`: nvCOMP arrays still on the device
+        (compression finished), or host bytes for `compressor="numcodecs"`."""
+        rows = np.flatnonzero(keep)
+        if len(rows) == 0:
+            return []
+        if self.compressor == "numcodecs":
+            from numcodecs import Zstd
+
+            codec = Zstd(level=self.level)
+            host = np.asarray(blocks)
+            return [codec.encode(host[r]) for r in rows]
+        from nvidia import nvcomp
+
+        if self._codec is None:
+            device = next(iter(blocks.devices()))
+            self._codec = nvcomp.Codec(
+                algorithm="Zstd",
+                bitstream_kind=nvcomp.BitstreamKind.RAW,
+                device_id=device.local_hardware_id,
+            )
+        blocks.block_until_ready()  # nvCOMP reads on its own stream
+        pointer = blocks.__cuda_array_interface__["data"][0]
+        row_bytes = blocks.shape[-1] * blocks.dtype.itemsize
+        views = [_DeviceBytes(pointer + int(r) * row_bytes, row_bytes, blocks) for r in rows]
+        frames = self._codec.encode(nvcomp.as_arrays(views))
+        for frame in frames:  # reading a size waits for the compression
+            frame.buffer_size
+        return list(frames)
+
+    def fetch(self, frames: list) -> list[bytes]:
+        """The frames as host bytes: only the compressed bytes cross, one copy each."""
+        if self.compressor == "numcodecs":
+            return [bytes(frame) for frame in frames]
+        return [np.asarray(frame.cpu()).view(np.uint8).tobytes() for frame in frames]
+
+    def assemble(self, payload: list[bytes], keep: np.ndarray, start: int) -> dict[str, bytes | None]:
+        """The stored objects from the frames of the kept chunks (crc32c, shard index)."""
+        n_chunks = len(self._members) * int(np.prod(self._per_shard))
+        frames: list[bytes | None] = [None] * len(keep)
+        for row, frame in zip(np.flatnonzero(keep).tolist(), payload):
+            frames[row] = frame
+        out: dict[str, bytes | None] = {}
+        for i in range(len(keep) // n_chunks):
+            base = i * n_chunks
+            for shard, members in self._members.items():
+                key = self._encode_key((start + i, *shard))
+                if not self.sharded:
+                    frame = frames[base + members[0][1]]
+                    out[key] = None if frame is None else frame + _crc32c(frame)
+                else:
+                    out[key] = self._shard(
+                        [(inner, frames[base + index]) for inner, index in members]
+                    )
+        return out
+
+    def encode(self, volumes, start: int) -> dict[str, bytes | None]:
+        """The stored objects of conformations `[start, start + b)`.
+
+        **Arguments:**
+
+        - `volumes`: `(b, z, y, x)` JAX array of the array's dtype and volume shape (on
+          the GPU for `compressor="nvcomp"`).
+        - `start`: the index of `volumes[0]` along the array's first axis.
+
+        **Returns:** `{chunk key relative to the array: bytes}`; None for an object that
+        holds only the fill value (to be deleted or left unwritten). Write each with
+        `store.set(f"{array.path}/{key}", zarr.core.buffer.cpu.Buffer.from_bytes(value))`.
+        """
+        blocks, keep = self.chunks(volumes)
+        return self.assemble(self.fetch(self.compress(blocks, keep)), keep, start)
+
+    def _shard(self, members) -> bytes | None:
+        """A `sharding_indexed` object: the inner chunks (zstd + crc32c) in zarr's order,
+        then the index `(offset, nbytes)` uint64 per inner chunk, C order, with crc32c."""
+        index = np.full((*self._per_shard, 2), np.iinfo(np.uint64).max, dtype="<u8")
+        parts, offset = [], 0
+        for inner, frame in members:
+            if frame is None:
+                continue
+            chunk = frame + _crc32c(frame)
+            index[inner] = (offset, len(chunk))
+            parts.append(chunk)
+            offset += len(chunk)
+        if not parts:
+            return None
+        index_bytes = index.tobytes()
+        return b"".join(parts) + index_bytes + _crc32c(index_bytes)
+
+    def __repr__(self) -> str:
+        return (
+            f"ZarrChunkEncoder(volume {self.volume_shape}, shards {self.shard_shape}, "
+            f"chunks {self.chunk_shape}, zstd level {self.level}, {self.compressor})"
+        )

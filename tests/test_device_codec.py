@@ -1,0 +1,166 @@
+"""Volumes encoded into zarr chunk objects (`_device_codec`), checked against zarr itself.
+
+On CPU: the chunk layout, padding, empty chunks, crc32c and shard index, byte for byte
+against the objects zarr writes for the same array (same zstd level, numcodecs frames).
+On a CUDA device with nvCOMP: the GPU's zstd frames, read back through zarr's own codec
+pipeline, equal the volumes bit for bit.
+"""
+
+import numpy as np
+import pytest
+import zarr
+from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ZstdCodec
+
+from cryoensemble.distributed._device_codec import ZarrChunkEncoder, device_codec_available
+
+from conftest import GOLDEN
+
+
+LAYOUTS = {
+    # (volume shape, chunks, shards): whole-volume chunks; chunks with partial edges;
+    # shards of inner chunks; shards with edge shards and a fill-only inner chunk.
+    "volume": ((40, 45, 50), (1, 40, 45, 50), None),
+    "chunks": ((40, 45, 50), (1, 16, 16, 32), None),
+    "shards": ((40, 45, 50), (1, 20, 15, 25), (1, 40, 45, 50)),
+    "edge_shards": ((40, 45, 50), (1, 8, 16, 16), (1, 24, 32, 32)),
+}
+
+
+def golden_volumes(shape, dtype) -> np.ndarray:
+    """Three real AdK potentials (crops of the golden 96^3 volume), one with a -0.0 voxel
+    in its empty space (zarr stores such a chunk) and one all zero (stored as nothing)."""
+    golden = np.load(GOLDEN["cubic96"])["volume_zyx"]
+    z, y, x = shape
+    crop = golden[28 : 28 + z, 25 : 25 + y, 23 : 23 + x]
+    volumes = np.stack([crop, crop[::-1], np.zeros(shape)]).astype(dtype)
+    volumes[1, -1, -1, -1] = -0.0
+    return volumes
+
+
+def new_array(shape, chunks, shards, dtype, store=None, level=1):
+    return zarr.create_array(
+        store if store is not None else zarr.storage.MemoryStore(),
+        shape=(6, *shape),
+        chunks=chunks,
+        shards=shards,
+        dtype=dtype,
+        fill_value=0,
+        serializer=BytesCodec(),
+        compressors=[ZstdCodec(level=level), Crc32cCodec()],
+    )
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_host_objects_equal_zarrs_own(layout):
+    """numcodecs frames + this module's layout, crc32c and shard index == zarr's writes."""
+    shape, chunks, shards = LAYOUTS[layout]
+    volumes = golden_volumes(shape, np.float32)
+    objects: dict = {}
+    array = new_array(shape, chunks, shards, "float32", zarr.storage.MemoryStore(objects))
+    array[2:5] = volumes
+    encoder = ZarrChunkEncoder(array, compressor="numcodecs")
+    encoded = encoder.encode(volumes, 2)
+    ours = {key: value for key, value in encoded.items() if value is not None}
+    theirs = {key: value.to_bytes() for key, value in objects.items() if key != "zarr.json"}
+    assert sorted(ours) == sorted(theirs)
+    assert all(ours[key] == theirs[key] for key in theirs)
+    # The all-zero conformation is a None for each of its objects, none of them stored.
+    assert [key for key, value in encoded.items() if value is None]
+    assert all(encoded[key] is None for key in encoded if key.startswith("c/4/"))
+
+
+def test_written_objects_read_back_through_zarr():
+    """Objects set into a store by key decode through zarr to the volumes, bit for bit,
+    and a flipped byte is a checksum error, not a wrong number."""
+    from zarr.core.buffer import cpu
+
+    shape, chunks, shards = LAYOUTS["edge_shards"]
+    volumes = golden_volumes(shape, np.float16)
+    objects: dict = {}
+    array = new_array(shape, chunks, shards, "float16", zarr.storage.MemoryStore(objects))
+    encoded = ZarrChunkEncoder(array, compressor="numcodecs").encode(volumes, 1)
+    for key, value in encoded.items():
+        if value is not None:
+            objects[key] = cpu.Buffer.from_bytes(value)
+    back = zarr.open_array(zarr.storage.MemoryStore(objects), mode="r")[1:4]
+    assert np.array_equal(back.view(np.uint16), volumes.view(np.uint16))
+    key = next(key for key, value in encoded.items() if value is not None)
+    broken = bytearray(encoded[key])
+    broken[10] ^= 0x01
+    objects[key] = cpu.Buffer.from_bytes(bytes(broken))
+    with pytest.raises(ValueError, match="checksum"):
+        zarr.open_array(zarr.storage.MemoryStore(objects), mode="r")[1:4]
+
+
+def test_bad_input_is_a_one_line_error():
+    shape, chunks, shards = LAYOUTS["volume"]
+    array = new_array(shape, chunks, shards, "float32")
+    encoder = ZarrChunkEncoder(array, compressor="numcodecs")
+    with pytest.raises(ValueError, match=r"shape \(2, 40, 45, 49\)"):
+        encoder.encode(np.zeros((2, 40, 45, 49), np.float32), 0)
+    with pytest.raises(ValueError, match="float64, the array is float32"):
+        encoder.encode(np.zeros((2, *shape)), 0)
+    with pytest.raises(ValueError, match="compressor must be"):
+        ZarrChunkEncoder(array, compressor="gpu")
+    blosc = zarr.create_array(
+        zarr.storage.MemoryStore(), shape=(2, *shape), chunks=chunks, dtype="float32",
+        compressors=[BloscCodec()],
+    )
+    with pytest.raises(ValueError, match=r"need \[bytes\(little\), zstd"):
+        ZarrChunkEncoder(blosc, compressor="numcodecs")
+    two = zarr.create_array(
+        zarr.storage.MemoryStore(), shape=(4, *shape), chunks=(2, *shape), dtype="float32",
+        serializer=BytesCodec(), compressors=[ZstdCodec(), Crc32cCodec()],
+    )
+    with pytest.raises(ValueError, match="one conformation"):
+        ZarrChunkEncoder(two, compressor="numcodecs")
+
+
+def test_availability_matches_the_platform():
+    import jax
+
+    has_gpu = any(device.platform == "gpu" for device in jax.devices())
+    try:
+        from nvidia import nvcomp  # noqa: F401
+
+        has_nvcomp = True
+    except ImportError:
+        has_nvcomp = False
+    assert device_codec_available() == (has_gpu and has_nvcomp)
+    if not device_codec_available():
+        array = new_array(*LAYOUTS["volume"], "float32")
+        with pytest.raises(RuntimeError, match="nvcomp"):
+            ZarrChunkEncoder(array, compressor="nvcomp")
+
+
+@pytest.mark.skipif(
+    not device_codec_available(), reason="needs a CUDA device for JAX and nvidia-nvcomp"
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_gpu_frames_decode_through_zarr(layout, dtype):
+    """nvCOMP's frames (raw zstd) in zarr's objects: zarr on the host reads the volumes
+    back bit for bit, and the objects are smaller than the raw volumes."""
+    import jax
+    from numcodecs import Zstd
+    from zarr.core.buffer import cpu
+
+    shape, chunks, shards = LAYOUTS[layout]
+    volumes = golden_volumes(shape, dtype)
+    objects: dict = {}
+    array = new_array(shape, chunks, shards, np.dtype(dtype).name, zarr.storage.MemoryStore(objects))
+    encoder = ZarrChunkEncoder(array, compressor="nvcomp")
+    on_device = jax.device_put(volumes, jax.devices("gpu")[0])
+    blocks, keep = encoder.chunks(on_device)
+    frames = encoder.fetch(encoder.compress(blocks, keep))
+    host_blocks = np.asarray(blocks)[keep]
+    for frame, block in zip(frames, host_blocks):  # each a standard zstd frame
+        assert Zstd().decode(frame) == block.tobytes()
+    encoded = encoder.assemble(frames, keep, 3)
+    for key, value in encoded.items():
+        if value is not None:
+            objects[key] = cpu.Buffer.from_bytes(value)
+    back = zarr.open_array(zarr.storage.MemoryStore(objects), mode="r")[3:6]
+    unsigned = f"u{np.dtype(dtype).itemsize}"
+    assert np.array_equal(back.view(unsigned), volumes.view(unsigned))
+    assert sum(len(v) for v in encoded.values() if v is not None) < volumes.nbytes / 2
