@@ -16,7 +16,9 @@ fallback and what the CPU tests check the layout against.
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import weakref
 from typing import Literal
 
 import jax
@@ -41,6 +43,16 @@ def _crc32c(data) -> bytes:
     import google_crc32c
 
     return np.uint32(google_crc32c.value(data)).astype("<u4").tobytes()
+
+
+def _cuda(result):
+    """The value of a `cuda.bindings.runtime` call, or its error raised."""
+    from cuda.bindings import runtime
+
+    error, *value = result
+    if error != runtime.cudaError_t.cudaSuccess:
+        raise RuntimeError(f"ZarrChunkEncoder: CUDA runtime error {error!r}")
+    return value[0] if value else None
 
 
 class _DeviceBytes:
@@ -114,10 +126,9 @@ def _layout(array) -> tuple[tuple[int, ...], tuple[int, ...], int | None, object
     return outer[1:], inner[1:], level, metadata.fill_value
 
 
-@functools.partial(jax.jit, static_argnames=("shard", "inner", "fill"))
-def _to_chunks(volumes, shard, inner, fill):
-    """(b, z, y, x) -> ((b, n_chunks, chunk_size) C-ordered inner chunks, (b, n_chunks)
-    all-fill mask), padded with `fill` to whole shards as zarr does."""
+def _padded_blocks(volumes, shard, inner, fill):
+    """(b, z, y, x) -> (b, n_chunks, chunk_size): inner chunks in C order over the chunk
+    grid, padded with `fill` to whole shards as zarr does."""
     b, *shape = volumes.shape
     grid = [-(-n // s) * s for n, s in zip(shape, shard)]
     padded = jnp.pad(
@@ -125,7 +136,14 @@ def _to_chunks(volumes, shard, inner, fill):
     )
     (gz, gy, gx), (cz, cy, cx) = [g // c for g, c in zip(grid, inner)], inner
     blocks = padded.reshape(b, gz, cz, gy, cy, gx, cx).transpose(0, 1, 3, 5, 2, 4, 6)
-    blocks = blocks.reshape(b, gz * gy * gx, cz * cy * cx)
+    return blocks.reshape(b, gz * gy * gx, cz * cy * cx)
+
+
+@functools.partial(jax.jit, static_argnames=("shard", "inner", "fill", "rearrange"))
+def _to_chunks(volumes, shard, inner, fill, rearrange):
+    """(chunks, (b, n_chunks) all-fill mask); the chunks are `volumes` itself where they
+    already lie contiguous in it (`rearrange` False), else rearranged by `_padded_blocks`."""
+    blocks = _padded_blocks(volumes, shard, inner, fill)
     if jnp.issubdtype(blocks.dtype, jnp.floating) and fill == 0:
         # zarr compares bit patterns against a zero fill: a chunk of -0.0 is stored.
         unsigned = {2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint64}[blocks.dtype.itemsize]
@@ -134,7 +152,7 @@ def _to_chunks(volumes, shard, inner, fill):
         empty = jnp.all(jnp.isnan(blocks), axis=-1)
     else:
         empty = jnp.all(blocks == fill, axis=-1)
-    return blocks, empty
+    return (blocks if rearrange else None), empty
 
 
 class ZarrChunkEncoder:
@@ -184,10 +202,16 @@ class ZarrChunkEncoder:
         self.volume_shape = tuple(int(n) for n in array.shape[1:])
         self.dtype = np.dtype(array.dtype)
         self.sharded = self.shard_shape != self.chunk_shape
+        self._contiguous = (
+            self.chunk_shape[1:] == self.volume_shape[1:]
+            and self.shard_shape[1:] == self.volume_shape[1:]
+            and self.volume_shape[0] % self.shard_shape[0] == 0
+        )
         self.compressor = compressor
         self.write_empty_chunks = bool(write_empty_chunks)
         self._encode_key = array.metadata.encode_chunk_key
         self._codec = None
+        self._pinned = None
         # Chunk bookkeeping, once per array: the shards' grid, each shard's inner chunks
         # in zarr's (Morton) write order as indices into the C-ordered chunk grid.
         from zarr.core.indexing import morton_order_iter
@@ -206,9 +230,10 @@ class ZarrChunkEncoder:
 
     # -- the stages of `encode` (separate so that each can be timed) ----------------------
     def chunks(self, volumes) -> tuple[jax.Array, np.ndarray]:
-        """On the volumes' device: `(b * n_chunks, chunk_size)` inner chunks (C order over
-        the padded chunk grid, per volume) and, on the host, which to compress (not all
-        fill value, or all with `write_empty_chunks`)."""
+        """On the volumes' device, an array whose bytes are the `b * n_chunks` inner chunks
+        one after the other (C order over the padded chunk grid, volume by volume), and on
+        the host which of them to compress (not all fill value, or all with
+        `write_empty_chunks`)."""
         if volumes.ndim != 4 or tuple(volumes.shape[1:]) != self.volume_shape:
             raise ValueError(
                 f"ZarrChunkEncoder.encode: volumes have shape {tuple(volumes.shape)}; the array "
@@ -222,8 +247,11 @@ class ZarrChunkEncoder:
         if not isinstance(volumes, jax.Array):
             volumes = jnp.asarray(volumes)
         fill = np.asarray(self.fill_value, self.dtype).item()
-        blocks, empty = _to_chunks(volumes, self.shard_shape, self.chunk_shape, fill)
-        blocks = blocks.reshape(-1, blocks.shape[-1])
+        blocks, empty = _to_chunks(
+            volumes, self.shard_shape, self.chunk_shape, fill, not self._contiguous
+        )
+        # Whole volumes or whole z-slabs, unpadded, are already contiguous chunks: no copy.
+        blocks = volumes if blocks is None else blocks
         keep = ~np.asarray(empty).reshape(-1)
         if self.write_empty_chunks:
             keep[:] = True
@@ -239,7 +267,7 @@ class ZarrChunkEncoder:
             from numcodecs import Zstd
 
             codec = Zstd(level=self.level)
-            host = np.asarray(blocks)
+            host = np.asarray(blocks).reshape(len(keep), -1)
             return [codec.encode(host[r]) for r in rows]
         from nvidia import nvcomp
 
@@ -252,23 +280,53 @@ class ZarrChunkEncoder:
             )
         blocks.block_until_ready()  # nvCOMP reads on its own stream
         pointer = blocks.__cuda_array_interface__["data"][0]
-        row_bytes = blocks.shape[-1] * blocks.dtype.itemsize
+        row_bytes = blocks.nbytes // len(keep)
         views = [_DeviceBytes(pointer + int(r) * row_bytes, row_bytes, blocks) for r in rows]
         frames = self._codec.encode(nvcomp.as_arrays(views))
         for frame in frames:  # reading a size waits for the compression
             frame.buffer_size
         return list(frames)
 
-    def fetch(self, frames: list) -> list[bytes]:
-        """The frames as host bytes: only the compressed bytes cross, one copy each."""
+    def fetch(self, frames: list) -> list[np.ndarray]:
+        """The frames on the host. Only the compressed bytes cross, into one pinned
+        staging buffer that the encoder keeps: the views are valid until the next fetch."""
         if self.compressor == "numcodecs":
-            return [bytes(frame) for frame in frames]
-        return [np.asarray(frame.cpu()).view(np.uint8).tobytes() for frame in frames]
+            return [np.frombuffer(frame, np.uint8) for frame in frames]
+        from cuda.bindings import runtime
 
-    def assemble(self, payload: list[bytes], keep: np.ndarray, start: int) -> dict[str, bytes | None]:
-        """The stored objects from the frames of the kept chunks (crc32c, shard index)."""
+        sizes = [frame.buffer_size for frame in frames]
+        staging = self._staging(sum(sizes))
+        target, offsets = staging.ctypes.data, np.cumsum([0] + sizes).tolist()
+        for frame, offset, size in zip(frames, offsets, sizes):
+            source = frame.__cuda_array_interface__["data"][0]
+            _cuda(runtime.cudaMemcpyAsync(
+                target + offset, source, size, runtime.cudaMemcpyKind.cudaMemcpyDeviceToHost, 0
+            ))
+        _cuda(runtime.cudaStreamSynchronize(0))
+        return [staging[offset : offset + size] for offset, size in zip(offsets, sizes)]
+
+    def _staging(self, nbytes: int) -> np.ndarray:
+        """At least `nbytes` of page-locked host memory, grown by doubling, freed with the
+        encoder (fresh pageable buffers per batch cost page faults: system time)."""
+        if self._pinned is None or self._pinned[0].size < nbytes:
+            from cuda.bindings import runtime
+
+            if self._pinned is not None:
+                self._pinned[1]()  # free the old buffer now
+            size = max(nbytes, 2 * (0 if self._pinned is None else self._pinned[0].size), 1 << 20)
+            pointer = _cuda(runtime.cudaMallocHost(size))
+            buffer = (ctypes.c_uint8 * size).from_address(pointer)
+            self._pinned = (
+                np.frombuffer(buffer, np.uint8),
+                weakref.finalize(self, runtime.cudaFreeHost, pointer),
+            )
+        return self._pinned[0]
+
+    def assemble(self, payload: list, keep: np.ndarray, start: int) -> dict[str, bytes | None]:
+        """The stored objects from the frames of the kept chunks (crc32c, shard index),
+        each built with one copy of its bytes."""
         n_chunks = len(self._members) * int(np.prod(self._per_shard))
-        frames: list[bytes | None] = [None] * len(keep)
+        frames: list = [None] * len(keep)
         for row, frame in zip(np.flatnonzero(keep).tolist(), payload):
             frames[row] = frame
         out: dict[str, bytes | None] = {}
@@ -278,7 +336,7 @@ class ZarrChunkEncoder:
                 key = self._encode_key((start + i, *shard))
                 if not self.sharded:
                     frame = frames[base + members[0][1]]
-                    out[key] = None if frame is None else frame + _crc32c(frame)
+                    out[key] = None if frame is None else b"".join((frame, _crc32c(frame)))
                 else:
                     out[key] = self._shard(
                         [(inner, frames[base + index]) for inner, index in members]
@@ -309,14 +367,13 @@ class ZarrChunkEncoder:
         for inner, frame in members:
             if frame is None:
                 continue
-            chunk = frame + _crc32c(frame)
-            index[inner] = (offset, len(chunk))
-            parts.append(chunk)
-            offset += len(chunk)
+            index[inner] = (offset, len(frame) + 4)
+            parts += [frame, _crc32c(frame)]
+            offset += len(frame) + 4
         if not parts:
             return None
         index_bytes = index.tobytes()
-        return b"".join(parts) + index_bytes + _crc32c(index_bytes)
+        return b"".join(parts + [index_bytes, _crc32c(index_bytes)])
 
     def __repr__(self) -> str:
         return (
