@@ -19,7 +19,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import weakref
-from typing import Literal
+from typing import Literal, final
 
 import jax
 import jax.numpy as jnp
@@ -155,13 +155,15 @@ def _to_chunks(volumes, shard, inner, fill, rearrange):
     return (blocks if rearrange else None), empty
 
 
+@final
 class ZarrChunkEncoder:
     """Encodes batches of volumes into the stored objects of one zarr v3 array.
 
     The array is `(n, z, y, x)` with one conformation per chunk (or per shard), codecs
     `[bytes(little), zstd, crc32c]`, plain or as the inner codecs of `sharding_indexed`
     (index `[bytes(little), crc32c]` at the end, as zarr's default). One encoder holds one
-    nvCOMP codec: use it from one thread at a time.
+    nvCOMP codec and one pinned staging buffer: use it from one thread at a time, for
+    volumes on one device.
 
     **Arguments:**
 
@@ -289,7 +291,7 @@ class ZarrChunkEncoder:
 
     def fetch(self, frames: list) -> list[np.ndarray]:
         """The frames on the host. Only the compressed bytes cross, into one pinned
-        staging buffer that the encoder keeps: the views are valid until the next fetch."""
+        staging buffer that the encoder keeps: the views are valid until its next fetch."""
         if self.compressor == "numcodecs":
             return [np.frombuffer(frame, np.uint8) for frame in frames]
         from cuda.bindings import runtime
