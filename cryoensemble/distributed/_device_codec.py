@@ -12,6 +12,11 @@ pipeline. The frames differ from a CPU zstd's (another encoder), the format does
 The same encoder runs without a GPU (`compressor="numcodecs"`): frames from numcodecs'
 zstd at the array's level, then byte-identical to zarr's own writes; that is the CPU
 fallback and what the CPU tests check the layout against.
+
+Device memory: besides the batch, one nvCOMP call takes an output buffer as large as the
+chunks it compresses plus scratch of the same order or more (relatively more for many
+small chunks), so size batches from free device memory. nvCOMP's time per call has a
+floor that larger batches amortise (see benchmarks/device_codec.py).
 """
 
 from __future__ import annotations
