@@ -18,19 +18,10 @@ import sys
 import dask.config
 import yaml
 
+from cryoensemble.cli import parse_shape
+
 
 CONFIG = pathlib.Path(__file__).with_name("jobqueue.yaml")
-
-
-def parse_shape(text: str) -> tuple[int, int, int]:
-    try:
-        parts = [int(p) for p in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--shape: expected N or NZ,NY,NX; got {text!r}") from None
-    parts = parts * 3 if len(parts) == 1 else parts
-    if len(parts) != 3 or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"--shape: expected N or NZ,NY,NX; got {text!r}")
-    return tuple(parts)
 
 
 def build_parser() -> argparse.ArgumentParser:
