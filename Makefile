@@ -13,9 +13,11 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 # The AdK closed->open trajectory (98 frames) into a zarr stack on an embedded LocalCluster.
+# The files come with the MDAnalysisTests package (the `examples` extra, in `test`).
 # Rerunning resumes: only conformations missing from the store are rendered.
+EXAMPLE = $(PY) -c 'import sys; from cryoensemble.examples import example_path; print(example_path(sys.argv[1]))'
 demo: $(STAMP)
-	$(PY) -m cryoensemble render ../shared/data/adk_dims.dcd --topology ../shared/data/adk.psf --out out/adk_dims.zarr --shape 96 --voxel-size 1.0
+	$(PY) -m cryoensemble render "$$($(EXAMPLE) adk_dims.dcd)" --topology "$$($(EXAMPLE) adk.psf)" --out out/adk_dims.zarr --shape 96 --voxel-size 1.0
 	$(PY) -m cryoensemble info out/adk_dims.zarr
 
 test: $(STAMP)
