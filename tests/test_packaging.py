@@ -34,9 +34,12 @@ def distributions(modules) -> set[str]:
     """Distributions providing the non-stdlib, non-project `modules` (an optional one
     that is not installed here, e.g. dask_cuda, by its module name)."""
     providers = importlib.metadata.packages_distributions()
+    # GPU-only modules (the `gpu` extra) whose distribution names differ from the module.
+    absent = {"cuda": "cuda-bindings", "nvidia": "nvidia-nvcomp-cu13", "dask_cuda": "dask-cuda"}
     found = set()
     for module in modules - set(sys.stdlib_module_names) - {"cryoensemble"}:
-        found |= {d.lower().replace("_", "-") for d in providers.get(module, [module])}
+        names = providers.get(module, [absent.get(module, module)])
+        found |= {d.lower().replace("_", "-") for d in names}
     return found
 
 
