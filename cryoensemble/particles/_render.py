@@ -75,7 +75,8 @@ def _simulate(model, positions, index, quaternions, shifts, ctf, seeds, snr, ste
         if ctf is not None:
             du, dv, angle, phase_shift, b_factor, cs, ac = (ctf_row[j] for j in range(7))
             theory = ContrastTransferTheory(
-                AstigmaticCTF((du + dv) / 2, du - dv, angle, cs),
+                # RELION's defocus angle (from x) in cryojax's convention (from y).
+                AstigmaticCTF((du + dv) / 2, du - dv, -angle - 90.0, cs),
                 FourierGaussian(b_factor=b_factor), ac, phase_shift,
             )
         image = model(positions[i], rotation, shift, theory)

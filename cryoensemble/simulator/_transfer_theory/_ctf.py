@@ -1,17 +1,20 @@
 """The contrast transfer function (CTF) of a transmission electron microscope.
 
-Conventions are cryojax's (0.6): defocus in A, positive for underfocus; astigmatism in A
-(defocus U minus defocus V); astigmatism angle and phase shift in degrees; spherical
-aberration in mm; the amplitude contrast ratio as a fraction. With the aberration phase
+Conventions are cryojax's (0.6), so that switching imports keeps every image: defocus
+in A, positive for underfocus; astigmatism in A (defocus U minus defocus V); astigmatism
+angle and phase shift in degrees; spherical aberration in mm; the amplitude contrast
+ratio as a fraction. With the aberration phase
 
-    chi(k) = 2 pi (-lambda dz(theta) |k|^2 / 2 + Cs lambda^3 |k|^4 / 4),
-    dz(theta) = defocus + astigmatism / 2 cos(2 (theta - astigmatism_angle)),
+    chi(k) = 2 pi (-lambda dz |k|^2 / 2 + Cs lambda^3 |k|^4 / 4),
+    dz = defocus + astigmatism / 2 cos(2 (arctan2(k_x, k_y) - astigmatism_angle)),
 
-the CTF is `sin(chi - phase_shift - arctan(ac / sqrt(1 - ac^2)))`, the textbook
-`-(sqrt(1 - ac^2) sin(chi') + ac cos(chi'))` with `chi' = -chi + phase_shift` (CTFFIND,
-Rohou & Grigorieff 2015). RELION's CTF is the negative of this one (RELION's particles have
-inverted contrast); its defocus U/V are `defocus +- astigmatism / 2`, its defocus angle
-is the astigmatism angle.
+the CTF is `sin(chi - phase_shift - arctan(ac / sqrt(1 - ac^2)))`: the textbook
+`-(sqrt(1 - ac^2) sin(chi') + ac cos(chi'))` with `chi' = -chi + phase_shift` (CTFFIND4,
+Rohou & Grigorieff 2015). cryojax measures the azimuth from the y axis
+(`arctan2(k_x, k_y)`); RELION and CTFFIND measure their defocus angle from the x axis, so
+RELION's `rlnDefocusAngle = a` is `astigmatism_angle = -a - 90` here, with
+`defocus = (U + V) / 2` and `astigmatism = U - V`. RELION's CTF is the negative of this
+one (RELION's particles have inverted contrast).
 """
 
 from abc import abstractmethod
@@ -93,8 +96,9 @@ class AstigmaticCTF(AbstractCTF, strict=True):
     """An astigmatic CTF with spherical aberration (cryojax's `AstigmaticCTF`, named
     `AberratedAstigmaticCTF` in cryojax 0.5).
 
-    From CTFFIND's or RELION's defocus U and V: `defocus_in_angstroms = (U + V) / 2`,
-    `astigmatism_in_angstroms = U - V`, `astigmatism_angle` = the defocus angle.
+    From RELION's (or CTFFIND's) defocus U, V and angle a: `defocus_in_angstroms =
+    (U + V) / 2`, `astigmatism_in_angstroms = U - V`, `astigmatism_angle = -a - 90`
+    (cryojax measures the angle from the y axis, RELION from the x axis).
     """
 
     defocus_in_angstroms: Float[Array, ""]
@@ -113,7 +117,8 @@ class AstigmaticCTF(AbstractCTF, strict=True):
 
         - `defocus_in_angstroms`: the mean defocus in A (positive: underfocus).
         - `astigmatism_in_angstroms`: defocus U minus defocus V, in A.
-        - `astigmatism_angle`: the angle of the U axis from x, degrees.
+        - `astigmatism_angle`: degrees, in cryojax's convention (the U direction is at
+          `arctan2(k_x, k_y) = astigmatism_angle`).
         - `spherical_aberration_in_mm`: Cs in mm.
         """
         self.defocus_in_angstroms = jnp.asarray(defocus_in_angstroms, dtype=float)
@@ -132,7 +137,7 @@ class AstigmaticCTF(AbstractCTF, strict=True):
         dtype = grid.dtype
         kx, ky = grid[..., 0], grid[..., 1]
         k2 = kx**2 + ky**2
-        azimuth = jnp.arctan2(ky, kx)
+        azimuth = jnp.arctan2(kx, ky)  # from the y axis, as cryojax
         wavelength = jnp.asarray(wavelength_in_angstroms, dtype=dtype)
         defocus = self.defocus_in_angstroms.astype(dtype)
         if defocus_offset is not None:
