@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import DATA, relative_l2
+from conftest import DATA, ROOT, SHARED, relative_l2
 from scipy import constants
 from scipy.spatial.transform import Rotation
 from scipy.special import erf
@@ -59,7 +59,7 @@ def test_projection_equals_z_sum_of_exact_voxel_volume(x64):
     z_sum = np.asarray(potential).sum(axis=0) * d  # A^-1
     model = GaussianMixtureImageModel(volume.amplitudes, volume.variances, shape[1:], d,
                                       truncation=1e-12)
-    image = model.project(volume.positions, jnp.eye(3), jnp.zeros(2))
+    image = jax.jit(lambda p: model.project(p, jnp.eye(3), jnp.zeros(2)))(volume.positions)
     assert relative_l2(image, z_sum) < 1e-10
     # The projection integrates to the total amplitude.
     assert abs(float(image.sum()) * d**2 / float(volume.amplitudes.sum()) - 1) < 1e-9
@@ -247,3 +247,24 @@ def test_bad_inputs_fail_before_work(nmr_source):
         _simulate(nmr_source, weights=[1.0, 2.0])
     with pytest.raises(ParticleParameterError, match="source"):
         _simulate(StructureFilesSource, n_images=2)
+
+
+def test_notebook_draws_particles_and_projections(tmp_path, monkeypatch):
+    """The example notebook's code, run as CI runs it (no kernel), makes its PNG."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    notebook = json.loads((ROOT / "notebooks" / "particles.ipynb").read_text())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CRYOENSEMBLE_SHARED", str(SHARED))
+    namespace = {}
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            exec("".join(cell["source"]), namespace)
+    particles, projections = namespace["particles"], namespace["projections"]
+    assert particles.images.shape == projections.images.shape == (16, 64, 64)
+    # Same seed: the same frames and poses, with and without CTF and noise.
+    np.testing.assert_array_equal(particles.quaternion, projections.quaternion)
+    assert (tmp_path / "particles.png").stat().st_size > 10_000
