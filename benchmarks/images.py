@@ -80,7 +80,7 @@ def cryojax_loop(source, labels, args, directory):
     from cryoensemble.simulator._transfer_theory import interaction_constant_in_angstroms
 
     box, d = args.box, args.pixel_size
-    frames = source.read(0, len(source))
+    frames = source.read(0, len(source)) - np.asarray(labels["centre"], np.float32)
     try:
         import cryojax.simulator as cxs
         from cryojax.constants import PengScatteringFactorParameters
@@ -228,6 +228,7 @@ def main() -> int:
 
     labels = {k: dataset[k].values for k in ("conformation", "quaternion", "shift_x", "shift_y",
                                              "defocus_u", "defocus_v", "defocus_angle")}
+    labels["centre"] = dataset["images"].attrs["centre_angstrom"]
     loop_dir = work / "loop"
     loop_dir.mkdir(exist_ok=True)
     name, per_image, loop_noiseless = cryojax_loop(source, labels, args, str(loop_dir))
@@ -244,7 +245,8 @@ def main() -> int:
     variances = np.asarray(model.variances, np.float64)
     ours, theirs = [], []
     for i in range(args.check_images):
-        positions = source.read(int(labels["conformation"][i]), int(labels["conformation"][i]) + 1)[0]
+        conformation = int(labels["conformation"][i])
+        positions = source.read(conformation, conformation + 1)[0] - np.asarray(labels["centre"], np.float32)
         rotation = np.asarray(QuaternionPose(wxyz=labels["quaternion"][i]).rotation_matrix, np.float64)
         shift = np.array([labels["shift_x"][i], labels["shift_y"][i]])
         posed = positions.astype(np.float64) @ rotation.T + np.r_[shift, 0.0]

@@ -45,9 +45,11 @@ def _images(args) -> int:
     from ._labels import CTFDistribution
     from ._simulate import simulate_images
 
-    source = make_source(args)
+    stored = len(args.inputs) == 1 and os.path.isfile(os.path.join(args.inputs[0], "zarr.json"))
+    # A potential store (a zarr directory) is imaged by Fourier slice; else atoms.
+    source = args.inputs[0] if stored else make_source(args)
     weights = None
-    if args.weights is not None and not isinstance(source, StructureFilesSource):
+    if args.weights is not None and (stored or not isinstance(source, StructureFilesSource)):
         weights = _read_array(args.weights, "--weights")
     poses = None if args.pose == "uniform" else _read_array(args.pose, "--pose")
     ctf = None if args.no_ctf else CTFDistribution(
@@ -61,6 +63,7 @@ def _images(args) -> int:
         ctf=ctf, snr=args.snr, seed=args.seed, store=args.out,
         voltage_in_kilovolts=args.voltage, weights=weights, shift_sigma=args.shift_sigma,
         dtype=args.dtype, images_per_chunk=args.batch_size, overwrite=args.overwrite,
+        projection=args.projection, extra_b_factor=args.b_factor,
         scheduler_address=args.scheduler_address, gpus=args.gpus, n_workers=args.workers,
         progress=not args.quiet,
     )
@@ -96,7 +99,9 @@ def add_parsers(subparsers) -> None:
     images = subparsers.add_parser(
         "images", help="simulate a labelled particle-image dataset from an ensemble",
         description="Particles drawn by conformation weight, uniform (or given) poses, "
-        "CTF and white noise, into a resumable zarr store.",
+        "CTF and white noise, into a resumable zarr store. INPUT: structures or "
+        "trajectories as for `render` (exact projections of the atoms), or one potential "
+        "store made by `render` (its volumes by Fourier slice).",
     )
     _add_source_arguments(images)
     images.add_argument("--out", required=True, help="zarr store directory")
@@ -119,6 +124,9 @@ def add_parsers(subparsers) -> None:
                         help="'uniform', or a file of N quaternions w x y z (.txt or .npy)")
     images.add_argument("--shift-sigma", type=float, default=0.0, help="in-plane shifts, A")
     images.add_argument("--seed", type=int, default=0)
+    images.add_argument("--b-factor", type=float, default=0.0, help="extra B for every atom, A^2")
+    images.add_argument("--projection", choices=["fourier-linear", "fourier-spline"],
+                        default="fourier-linear", help="for a potential store input")
     images.add_argument("--dtype", choices=["float32", "float16"], default="float32")
     images.add_argument("--batch-size", type=int, help="particles per chunk and task (default 512)")
     images.add_argument("--scheduler-address", help="an existing Dask scheduler")

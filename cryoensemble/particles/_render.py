@@ -37,6 +37,8 @@ class ImageSpec:
     dtype: str
     images_per_chunk: int
     images_per_step: int
+    centre: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    extra_b_factor: float = 0.0
     truncation: float = 1e-6
 
 
@@ -45,10 +47,12 @@ def image_model(source: AbstractEnsembleSource, spec: ImageSpec) -> GaussianMixt
     own mixture)."""
     if isinstance(source, ParametrizationSource):
         amplitudes, variances = source.mixture()
+        variances = np.asarray(variances) + spec.extra_b_factor / (8 * np.pi**2)
     else:
         volume = GaussianMixtureVolume.from_tabulated_parameters(
             np.zeros((source.n_atoms, 3), np.float32),
             PengScatteringFactorParameters(source.atomic_numbers),
+            spec.extra_b_factor or None,
         )
         amplitudes, variances = volume.amplitudes, volume.variances
     return GaussianMixtureImageModel(
@@ -94,7 +98,7 @@ def render_batch(source: AbstractEnsembleSource, spec: ImageSpec, labels: dict) 
     n = len(labels["conformation"])
     size = spec.images_per_chunk
     unique, inverse = np.unique(labels["conformation"], return_inverse=True)
-    positions = read_conformations(source, unique)
+    positions = read_conformations(source, unique) - np.asarray(spec.centre, np.float32)
     # Fixed shapes, one compilation: pad conformations and particles to the chunk size.
     slots = min(size, len(source))
     positions = np.concatenate(

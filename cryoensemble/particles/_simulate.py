@@ -10,14 +10,19 @@ import numpy as np
 from ..sources import AbstractEnsembleSource
 from . import _store
 from ._labels import CTFDistribution, ParticleParameterError, conformation_weights, draw_labels
-from ._render import ImageSpec, render_batch
+from ._render import CTF_LABELS, ImageSpec, render_batch
+from ._volumes import PROJECTIONS, StoredVolumes, render_volume_batch
 
 
 _DEFAULT_CTF = CTFDistribution()
 
 
-def _render_chunk(source, spec: ImageSpec, labels: dict, store: str | None, chunk: int):
-    images, sigmas = render_batch(source, spec, labels)
+def _render_chunk(source, spec: ImageSpec, labels: dict, store: str | None, chunk: int,
+                  projection: str):
+    if isinstance(source, StoredVolumes):
+        images, sigmas = render_volume_batch(source, spec, projection, labels, CTF_LABELS)
+    else:
+        images, sigmas = render_batch(source, spec, labels)
     if store is None:
         return images, sigmas
     _store.write_chunk(store, chunk, images, sigmas)
@@ -53,7 +58,7 @@ def _coordinates(labels: dict, source: AbstractEnsembleSource, spec: ImageSpec) 
 
 
 def simulate_images(
-    source: AbstractEnsembleSource,
+    source,
     *,
     n_images: int,
     box,
@@ -69,6 +74,9 @@ def simulate_images(
     dtype: str = "float32",
     images_per_chunk: int | None = None,
     images_per_step: int | None = None,
+    projection: str = "fourier-linear",
+    center=True,
+    extra_b_factor: float = 0.0,
     overwrite: bool = False,
     client=None,
     scheduler_address: str | None = None,
@@ -88,7 +96,10 @@ def simulate_images(
 
     **Arguments:**
 
-    - `source`: a `cryoensemble.sources` ensemble source.
+    - `source`: a `cryoensemble.sources` ensemble source (images projected exactly
+      from its atoms), or the path of a potential store made by `render_ensemble`
+      (images of its volumes by Fourier slice; `pixel_size` must be its voxel size and
+      `box` at most its grid).
     - `n_images`: the number of particles.
     - `box`: the image size N or (NY, NX) in pixels; `pixel_size` in A.
     - `poses`: optional `(n_images, 4)` unit quaternions (w, x, y, z) applied to the
@@ -107,6 +118,12 @@ def simulate_images(
     - `images_per_chunk`: particles per chunk and per task (default 512);
       `images_per_step`: particles vectorized together on the device (default: 64 on
       GPU, 1 on CPU).
+    - `center`: rotate about (and centre the box on) the mean position of the first
+      conformation (`True`, as `render_ensemble`), the origin (`None`), or (x, y, z) in A.
+    - `extra_b_factor`: A^2 added to every atom's b (as `render_ensemble`).
+    - `projection`: for a potential store, "fourier-linear" (`FourierVoxelGridVolume`,
+      sinc-corrected) or "fourier-spline" (`FourierVoxelSplineVolume`), both padded
+      twice; shifts are Fourier phases there.
     - `overwrite`: replace a particle store made with other parameters.
     - `client`, `scheduler_address`, `gpus`, `n_workers`: the Dask cluster (as
       `render_ensemble`); with `store`, an embedded one by default.
@@ -120,9 +137,22 @@ def simulate_images(
     import jax
     import xarray as xr
 
-    if not isinstance(source, AbstractEnsembleSource):
+    if isinstance(source, (str, os.PathLike)):
+        source = StoredVolumes(source)
+    elif not isinstance(source, AbstractEnsembleSource):
         raise ParticleParameterError(
-            f"source: expected a cryoensemble.sources ensemble source; got {type(source).__name__}")
+            "source: expected a cryoensemble.sources ensemble source or a potential store "
+            f"path; got {type(source).__name__}")
+    if isinstance(source, StoredVolumes):
+        if projection not in PROJECTIONS:
+            raise ParticleParameterError(f"projection: one of {PROJECTIONS}; got {projection!r}")
+        if not np.isclose(pixel_size, source.voxel_size, rtol=1e-6):
+            raise ParticleParameterError(
+                f"pixel_size: {source.path} has {source.voxel_size} A voxels; images of stored "
+                f"volumes use that pixel size; got {pixel_size}")
+        if max(_shape(box)) > source.shape[0]:
+            raise ParticleParameterError(
+                f"box: at most the stored grid ({source.shape[0]}); got {box}")
     if not (isinstance(n_images, (int, np.integer)) and n_images >= 1):
         raise ParticleParameterError(f"n_images: expected a positive integer; got {n_images!r}")
     shape = _shape(box)
@@ -143,7 +173,18 @@ def simulate_images(
         raise ParticleParameterError(f"images_per_chunk: must be >= 1; got {images_per_chunk}")
     if images_per_step is None:
         images_per_step = 64 if jax.default_backend() == "gpu" else 1
-    spec = ImageSpec(shape=shape, pixel_size=float(pixel_size),
+    if not (np.isfinite(extra_b_factor) and extra_b_factor >= 0):
+        raise ParticleParameterError(f"extra_b_factor: must be >= 0 (A^2); got {extra_b_factor!r}")
+    if isinstance(source, StoredVolumes) and extra_b_factor:
+        raise ParticleParameterError("extra_b_factor: applies to atoms; a potential store's "
+                                     "volumes are rendered already")
+    if isinstance(source, StoredVolumes) or center is None or center is False:
+        centre = (0.0, 0.0, 0.0)
+    elif center is True:
+        centre = tuple(float(c) for c in source.read(0, 1)[0].astype(np.float64).mean(axis=0))
+    else:
+        centre = tuple(float(c) for c in np.broadcast_to(np.asarray(center, np.float64), (3,)))
+    spec = ImageSpec(shape=shape, centre=centre, extra_b_factor=float(extra_b_factor), pixel_size=float(pixel_size),
                      voltage_in_kilovolts=float(voltage_in_kilovolts), uses_ctf=ctf is not None,
                      snr=None if snr is None else float(snr), dtype=dtype,
                      images_per_chunk=per_chunk, images_per_step=int(images_per_step))
@@ -161,17 +202,20 @@ def simulate_images(
 
     attrs = {
         "units": "contrast (dimensionless)" if ctf is not None else "phase shift (rad)",
-        "pixel_size_angstrom": spec.pixel_size, "voltage_kilovolts": spec.voltage_in_kilovolts,
+        "pixel_size_angstrom": spec.pixel_size, "centre_angstrom": list(centre),
+        "voltage_kilovolts": spec.voltage_in_kilovolts,
         "snr": "none" if snr is None else spec.snr,
         "ctf": "none" if ctf is None else "AstigmaticCTF, envelope exp(-B k^2/4)",
-        "projection": "exact pixel averages of the posed atoms' gaussians",
+        "projection": (f"{projection} slice of stored volumes" if isinstance(source, StoredVolumes)
+                       else "exact pixel averages of the posed atoms' gaussians"),
         "noise": "white gaussian, jax.random.normal(jax.random.key(noise_seed)) * noise_sigma",
     }
     coords = _coordinates(labels, source, spec)
 
     if store is None:
         render = dask.delayed(_render_chunk, pure=True, nout=2)
-        parts = [render(source, spec, chunk_labels(c), None, c) for c in range(n_chunks)]
+        parts = [render(source, spec, chunk_labels(c), None, c, projection)
+                 for c in range(n_chunks)]
         sizes = [stop - start for start, stop in bounds]
         images = da.concatenate([
             da.from_delayed(p[0], (m,) + shape, dtype=np.dtype(dtype))
@@ -191,7 +235,9 @@ def simulate_images(
         "weights_sha256": hashlib.sha256(weights.tobytes()).hexdigest(),
         "poses": "uniform" if poses is None else hashlib.sha256(
             np.ascontiguousarray(labels["quaternion"]).tobytes()).hexdigest(),
-        "source": source.description(),
+        "source": source.description(), "centre": list(centre),
+        "extra_b_factor": float(extra_b_factor),
+        "projection": projection if isinstance(source, StoredVolumes) else "exact atoms",
     }
     template = xr.Dataset(
         {"images": (("particle", "y", "x"),
@@ -206,7 +252,7 @@ def simulate_images(
 
         with connect(client, scheduler_address, gpus, n_workers) as dask_client:
             futures = [dask_client.submit(_render_chunk, source, spec, chunk_labels(c), path, int(c),
-                                          pure=False)
+                                          projection, pure=False)
                        for c in todo]
             if progress:
                 from distributed import progress as show_progress

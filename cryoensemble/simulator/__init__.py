@@ -3,6 +3,7 @@
 from ._image_simulation import (
     GaussianMixtureImageModel as GaussianMixtureImageModel,
     add_white_noise as add_white_noise,
+    phase_contrast_image as phase_contrast_image,
     project_gaussian_mixture as project_gaussian_mixture,
     projection_window as projection_window,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "ContrastTransferTheory",
     "GaussianMixtureImageModel",
     "add_white_noise",
+    "phase_contrast_image",
     "project_gaussian_mixture",
     "projection_window",
     "AbstractAtomVolume",

@@ -190,11 +190,32 @@ class GaussianMixtureImageModel(eqx.Module, strict=True):
         """The noiseless image: `sigma_e` times the projection, transferred by
         `transfer_theory` if given (periodic boundaries, as cryojax without padding)."""
         projection = self.project(positions, rotation, offset)
-        phase = interaction_constant_in_angstroms(self.voltage_in_kilovolts).astype(
-            projection.dtype) * projection
-        if transfer_theory is None:
-            return phase
-        spectrum = jnp.fft.rfftn(phase)
-        grid = make_frequency_grid(self.shape, self.pixel_size, outputs_rfft=True)
-        transfer = transfer_theory(grid.astype(phase.dtype), self.voltage_in_kilovolts)
-        return jnp.fft.irfftn(spectrum * transfer.astype(phase.dtype), s=self.shape)
+        return phase_contrast_image(projection, self.pixel_size, self.voltage_in_kilovolts,
+                                    transfer_theory)
+
+
+def phase_contrast_image(
+    projection: Float[Array, "ny nx"],
+    pixel_size: float,
+    voltage_in_kilovolts: float,
+    transfer_theory: ContrastTransferTheory | None = None,
+    offset: Float[Array, "2"] | None = None,
+) -> Float[Array, "ny nx"]:
+    """A projection (A^-1) to an image: times the interaction constant (the exit-wave
+    phase shift, rad), moved in-plane by `offset` (A, a Fourier phase: periodic, for
+    band-limited projections), and transferred by `transfer_theory` if given (periodic
+    boundaries, as cryojax without padding).
+    """
+    dtype = projection.dtype
+    shape = projection.shape
+    phase = interaction_constant_in_angstroms(voltage_in_kilovolts).astype(dtype) * projection
+    if transfer_theory is None and offset is None:
+        return phase
+    spectrum = jnp.fft.rfftn(phase)
+    grid = make_frequency_grid(shape, pixel_size, outputs_rfft=True).astype(dtype)
+    if offset is not None:
+        offset = offset.astype(dtype)
+        spectrum = spectrum * jnp.exp(-2j * jnp.pi * (grid[..., 0] * offset[0] + grid[..., 1] * offset[1]))
+    if transfer_theory is not None:
+        spectrum = spectrum * transfer_theory(grid, voltage_in_kilovolts).astype(dtype)
+    return jnp.fft.irfftn(spectrum, s=shape)
