@@ -34,6 +34,8 @@ import time
 import numpy as np
 
 
+# This process only plans and checks: leave the GPU's memory to the workers.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATA = pathlib.Path(os.environ.get("CRYOENSEMBLE_SHARED", ROOT.parent / "shared")) / "data"
 

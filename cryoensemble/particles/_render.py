@@ -36,7 +36,7 @@ class ImageSpec:
     snr: float | None
     dtype: str
     images_per_chunk: int
-    images_per_step: int
+    images_per_step: int | None  # None: the worker's choice (64 on GPUs, 1 on CPUs)
     centre: tuple[float, float, float] = (0.0, 0.0, 0.0)
     extra_b_factor: float = 0.0
     truncation: float = 1e-6
@@ -92,6 +92,14 @@ def _simulate(model, positions, index, quaternions, shifts, ctf, seeds, snr, ste
     return jax.lax.map(one, (index, quaternions, shifts, rows, seeds), batch_size=step)
 
 
+def images_per_step(spec: ImageSpec) -> int:
+    """Particles vectorized together: on GPUs enough to fill the device; on CPUs one at a
+    time (XLA's CPU scatter of a vectorized batch is slower per image)."""
+    if spec.images_per_step is not None:
+        return spec.images_per_step
+    return 64 if jax.default_backend() == "gpu" else 1
+
+
 def render_batch(source: AbstractEnsembleSource, spec: ImageSpec, labels: dict) -> tuple:
     """Images `(n, ny, nx)` (spec.dtype) and noise sigmas `(n,)` of the particles whose
     labels are given (arrays of one chunk)."""
@@ -119,7 +127,7 @@ def render_batch(source: AbstractEnsembleSource, spec: ImageSpec, labels: dict) 
         None if ctf is None else jnp.asarray(padded(ctf)),
         jnp.asarray(padded(labels["noise_seed"])),
         spec.snr,
-        spec.images_per_step,
+        images_per_step(spec),
     )
     images = np.asarray(images[:n].astype(spec.dtype))
     return images, np.asarray(sigmas[:n], np.float64)

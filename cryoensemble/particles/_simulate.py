@@ -134,7 +134,6 @@ def simulate_images(
     """
     import dask
     import dask.array as da
-    import jax
     import xarray as xr
 
     if isinstance(source, (str, os.PathLike)):
@@ -171,8 +170,8 @@ def simulate_images(
     per_chunk = int(images_per_chunk or min(512, n_images))
     if per_chunk < 1:
         raise ParticleParameterError(f"images_per_chunk: must be >= 1; got {images_per_chunk}")
-    if images_per_step is None:
-        images_per_step = 64 if jax.default_backend() == "gpu" else 1
+    if images_per_step is not None and images_per_step < 1:
+        raise ParticleParameterError(f"images_per_step: must be >= 1; got {images_per_step}")
     if not (np.isfinite(extra_b_factor) and extra_b_factor >= 0):
         raise ParticleParameterError(f"extra_b_factor: must be >= 0 (A^2); got {extra_b_factor!r}")
     if isinstance(source, StoredVolumes) and extra_b_factor:
@@ -187,7 +186,8 @@ def simulate_images(
     spec = ImageSpec(shape=shape, centre=centre, extra_b_factor=float(extra_b_factor), pixel_size=float(pixel_size),
                      voltage_in_kilovolts=float(voltage_in_kilovolts), uses_ctf=ctf is not None,
                      snr=None if snr is None else float(snr), dtype=dtype,
-                     images_per_chunk=per_chunk, images_per_step=int(images_per_step))
+                     images_per_chunk=per_chunk,
+                     images_per_step=None if images_per_step is None else int(images_per_step))
 
     source_labels = source.labels()
     weights = conformation_weights(len(source), weights, source_labels)

@@ -21,6 +21,7 @@ from ..simulator import (
     add_white_noise,
     phase_contrast_image,
 )
+from ._render import images_per_step
 
 
 class PotentialStoreError(CryoEnsembleError, ValueError):
@@ -125,7 +126,7 @@ def render_volume_batch(volumes: StoredVolumes, spec, projection: str, labels: d
             volume, integrator, jnp.asarray(labels["quaternion"][take], jnp.float32),
             jnp.asarray(np.stack([labels["shift_x"][take], labels["shift_y"][take]], 1), jnp.float32),
             ctf, jnp.asarray(labels["noise_seed"][take]), spec.snr, spec.pixel_size,
-            spec.voltage_in_kilovolts, min(spec.images_per_step, size))
+            spec.voltage_in_kilovolts, min(images_per_step(spec), size))
         images[rows] = np.asarray(out[: len(rows)]).astype(spec.dtype)
         sigmas[rows] = np.asarray(sigma[: len(rows)])
     return images, sigmas
