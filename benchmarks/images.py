@@ -72,14 +72,23 @@ def relative_l2(a, b) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
+def atom_image_model(source, args):
+    """cryoensemble's image model of the source's atoms (Peng parameters)."""
+    from cryoensemble.constants import PengScatteringFactorParameters
+    from cryoensemble.simulator import GaussianMixtureImageModel, GaussianMixtureVolume
+
+    volume = GaussianMixtureVolume.from_tabulated_parameters(
+        np.zeros((source.n_atoms, 3), np.float32), PengScatteringFactorParameters(source.atomic_numbers))
+    return GaussianMixtureImageModel(volume.amplitudes, volume.variances, (args.box, args.box),
+                                     args.pixel_size, args.voltage)
+
+
 def cryojax_loop(source, labels, args, directory):
     """The loop: one jitted image per particle + one MRC file each. Returns (name, the
     per-image seconds, a function giving one noiseless CTF-free projection)."""
     import jax
     import jax.numpy as jnp
     import mrcfile
-
-    from cryoensemble.simulator._transfer_theory import interaction_constant_in_angstroms
 
     box, d = args.box, args.pixel_size
     frames = source.read(0, len(source)) - np.asarray(labels["centre"], np.float32)
@@ -108,11 +117,9 @@ def cryojax_loop(source, labels, args, directory):
         name = "cryojax 0.6.0 GaussianMixtureProjection, jit per image + MRC"
         scale = 1.0  # cryojax's projection image model returns the projection (A^-1)
     except ImportError:
-        from cryoensemble.particles._render import ImageSpec, image_model
         from cryoensemble.simulator import AstigmaticCTF, ContrastTransferTheory, QuaternionPose
 
-        spec = ImageSpec((box, box), d, args.voltage, True, None, "float32", 1, 1)
-        model = image_model(source, spec)
+        model = atom_image_model(source, args)
 
         def image(positions, wxyz, shift, ctf, use_ctf=True):
             rotation = QuaternionPose(wxyz=wxyz).rotation_matrix
@@ -154,7 +161,6 @@ def cryojax_loop(source, labels, args, directory):
                       jnp.asarray([labels["shift_x"][i], labels["shift_y"][i]], jnp.float32))
         return np.asarray(out, np.float64) * scale
 
-    del interaction_constant_in_angstroms
     return name, per_image, noiseless
 
 
@@ -181,9 +187,7 @@ def main() -> int:
     import cryoensemble
     from cryoensemble.distributed import make_local_cluster
     from cryoensemble.particles import CTFDistribution
-    from cryoensemble.particles._render import ImageSpec, image_model
     from cryoensemble.simulator import QuaternionPose
-    from cryoensemble.simulator._transfer_theory import interaction_constant_in_angstroms
     from cryoensemble.sources import TrajectorySource
 
     print(machine_line(), flush=True)
@@ -240,8 +244,7 @@ def main() -> int:
     print(f"ratio            {rate / loop_rate:,.1f}x the loop")
 
     # Accuracy: noiseless, CTF-free projections against the float64 direct sum.
-    spec = ImageSpec((args.box, args.box), args.pixel_size, args.voltage, False, None, "float32", 1, 1)
-    model = image_model(source, spec)
+    model = atom_image_model(source, args)
     project = jax.jit(lambda p, r, s: model.project(p, r, s))
     amplitudes = np.asarray(model.amplitudes, np.float64)
     variances = np.asarray(model.variances, np.float64)
@@ -256,7 +259,6 @@ def main() -> int:
         image = project(positions, rotation.astype(np.float32), shift.astype(np.float32))
         ours.append(relative_l2(image, reference))
         theirs.append(relative_l2(loop_noiseless(i), reference))
-    del interaction_constant_in_angstroms
     print(f"error            simulate_images projection {max(ours):.2e}, loop {max(theirs):.2e} "
           f"(relative L2 vs float64 direct sum, worst of {args.check_images} particles)")
     if args.out is None:

@@ -136,9 +136,6 @@ def test_ctf_equals_cryojax(x64):
                                        phase_shift=25.0)
     assert isinstance(AstigmaticCTF(), AbstractCTF)
     assert np.max(np.abs(np.asarray(ours) - np.asarray(theirs))) < 1e-10
-    # cryojax's wavelength is an approximation to the relativistic formula.
-    from cryoensemble.simulator._transfer_theory import wavelength_in_angstroms
-    assert abs(float(wavelength_in_angstroms(300.0)) / wavelength - 1) < 1e-4
 
 
 @pytest.fixture(scope="module")
