@@ -288,3 +288,22 @@ def test_stored_volumes_image_like_their_atoms(tmp_path, nmr_source):
         assert max(errors) < tolerance, (projection, errors)
     with pytest.raises(ParticleParameterError, match="voxels"):
         cryoensemble.simulate_images(str(store), **dict(options, pixel_size=1.2))
+
+
+def test_interrupted_store_creation_is_redone(tmp_path, nmr_source):
+    """A store whose creation stopped before its format mark is made again by a rerun;
+    a folder that is not a particle store is refused."""
+    import zarr
+    from distributed import Client
+
+    path = tmp_path / "p.zarr"
+    zarr.open_group(path, mode="w", zarr_format=3).attrs["parameters"] = "{}"
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as client:
+        made = _simulate(nmr_source, store=path, client=client, n_images=5)
+        assert bool(made.rendered.all()) and made.sizes["particle"] == 5
+        other = tmp_path / "other"
+        other.mkdir()
+        (other / "keep.txt").write_text("x")
+        with pytest.raises(ValueError, match="not a cryoensemble particle store"):
+            _simulate(nmr_source, store=other, client=client, n_images=5, overwrite=True)
+        assert (other / "keep.txt").exists()

@@ -42,10 +42,20 @@ def _differences(old: dict, new: dict) -> list[str]:
             for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
 
 
+def _half_made(path: str) -> bool:
+    """A particle store whose creation was interrupted: parameters but no format mark."""
+    try:
+        attrs = zarr.open_group(path, mode="r").attrs
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError):
+        return False
+    return "parameters" in attrs and attrs.get("format") != FORMAT
+
+
 def create_store(path: str, dataset, parameters: dict, *, overwrite: bool) -> bool:
     """Create the store from `dataset` (an xarray Dataset whose `images`, `noise_sigma`
     and `rendered` are lazy and whose labels are in memory), unless a store with the
-    same parameters exists. Returns True if it created one.
+    same parameters exists. The format mark is written last, so a creation interrupted
+    at any point is redone by the next run. Returns True if it created one.
     """
     existing = read_parameters(path) if os.path.exists(path) else None
     if existing is not None and not overwrite:
@@ -56,13 +66,13 @@ def create_store(path: str, dataset, parameters: dict, *, overwrite: bool) -> bo
             )
         return False
     if os.path.exists(path):
-        if existing is None and os.listdir(path):
+        if existing is None and os.listdir(path) and not _half_made(path):
             raise ParticleStoreError(f"{path}: exists and is not a cryoensemble particle store")
         shutil.rmtree(path)
     n_chunk = parameters["images_per_chunk"]
     ny, nx = parameters["shape"]
     dataset = dataset.copy()
-    dataset.attrs.update(format=FORMAT, parameters=json.dumps(parameters, sort_keys=True))
+    dataset.attrs.update(parameters=json.dumps(parameters, sort_keys=True))
     encoding = {
         "images": {"chunks": (n_chunk, ny, nx), "compressors": [Crc32cCodec()]},
         "noise_sigma": {"chunks": (n_chunk,)},
@@ -71,6 +81,7 @@ def create_store(path: str, dataset, parameters: dict, *, overwrite: bool) -> bo
     # Labels are written now; the lazy arrays get metadata only (tasks fill them).
     dataset.to_zarr(path, mode="w", compute=False, zarr_format=3, consolidated=False,
                     encoding=encoding)
+    zarr.open_group(path, mode="r+").attrs["format"] = FORMAT
     return True
 
 
