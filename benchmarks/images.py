@@ -177,6 +177,8 @@ def main() -> int:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     parser.add_argument("--gpus", type=int, default=None, help="default: every GPU JAX sees")
     parser.add_argument("--workers", type=int, default=None, help="CPU workers (default: cores)")
+    parser.add_argument("--processes-per-gpu", type=int, default=None,
+                        help="GPU worker processes per GPU (default: cores / GPUs)")
     parser.add_argument("--check-images", type=int, default=2, help="particles checked in float64")
     parser.add_argument("--out", default=None, help="folder for the store (default: a temp dir)")
     args = parser.parse_args()
@@ -209,7 +211,8 @@ def main() -> int:
           f"{args.dtype}, store {store}", flush=True)
 
     start = time.perf_counter()
-    cluster = make_local_cluster(n_workers=args.workers, gpus=gpus)
+    cluster = make_local_cluster(n_workers=args.workers, gpus=gpus,
+                                 processes_per_gpu=args.processes_per_gpu)
     client = Client(cluster)
     n_workers = len(client.scheduler_info()["workers"])
     startup = time.perf_counter() - start
