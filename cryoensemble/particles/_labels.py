@@ -6,6 +6,7 @@ the CTF or the noise off leaves the poses of the same seed unchanged.
 """
 
 import dataclasses
+import warnings
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -119,7 +120,10 @@ def relion_angles(wxyz: np.ndarray) -> np.ndarray:
     `EulerAnglePose(phi_angle=-rot, theta_angle=-tilt, psi_angle=-psi)`.
     """
     xyzw = np.concatenate([wxyz[:, 1:], wxyz[:, :1]], axis=1)
-    return Rotation.from_quat(xyzw).inv().as_euler("ZYZ", degrees=True)
+    with warnings.catch_warnings():
+        # At tilt 0 or 180 only rot + psi is defined; scipy sets psi to 0 and warns.
+        warnings.filterwarnings("ignore", "Gimbal lock", UserWarning)
+        return Rotation.from_quat(xyzw).inv().as_euler("ZYZ", degrees=True)
 
 
 def conformation_weights(n_conformations: int, weights, source_labels: dict) -> np.ndarray:
