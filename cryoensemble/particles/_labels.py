@@ -6,10 +6,8 @@ the CTF or the noise off leaves the poses of the same seed unchanged.
 """
 
 import dataclasses
-import warnings
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from ..errors import CryoEnsembleError
 
@@ -119,11 +117,20 @@ def relion_angles(wxyz: np.ndarray) -> np.ndarray:
     ZYZ rotation of those angles. Equivalently cryojax's
     `EulerAnglePose(phi_angle=-rot, theta_angle=-tilt, psi_angle=-psi)`.
     """
-    xyzw = np.concatenate([wxyz[:, 1:], wxyz[:, :1]], axis=1)
-    with warnings.catch_warnings():
-        # At tilt 0 or 180 only rot + psi is defined; scipy sets psi to 0 and warns.
-        warnings.filterwarnings("ignore", "Gimbal lock", UserWarning)
-        return Rotation.from_quat(xyzw).inv().as_euler("ZYZ", degrees=True)
+    w, x, y, z = (np.asarray(wxyz, np.float64) / np.linalg.norm(wxyz, axis=1, keepdims=True)).T
+    # M = R^T = Rz(rot) Ry(tilt) Rz(psi), from the quaternion (R^T is its conjugate's).
+    m02, m12, m22 = 2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)
+    m20, m21 = 2 * (x * z + w * y), 2 * (y * z - w * x)
+    m00, m10 = 1 - 2 * (y * y + z * z), 2 * (x * y - w * z)
+    sin_tilt = np.hypot(m02, m12)
+    tilt = np.arctan2(sin_tilt, m22)
+    rot = np.arctan2(m12, m02)
+    psi = np.arctan2(m21, -m20)
+    # At tilt 0 or 180 only rot +- psi is defined: psi = 0, rot takes it all.
+    flat = sin_tilt < 1e-9
+    rot = np.where(flat, np.where(m22 > 0, np.arctan2(m10, m00), np.arctan2(-m10, -m00)), rot)
+    psi = np.where(flat, 0.0, psi)
+    return np.degrees(np.stack([rot, tilt, psi], axis=1))
 
 
 def conformation_weights(n_conformations: int, weights, source_labels: dict) -> np.ndarray:

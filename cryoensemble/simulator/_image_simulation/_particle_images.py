@@ -10,15 +10,25 @@ truncation bound on the dropped mass), and the windows are scatter-added into th
 the cost scales with atoms x K^2, not atoms x pixels.
 """
 
+import math
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
-from scipy.special import erfcinv
 
 from ...coordinates import make_frequency_grid
 from .._transfer_theory import ContrastTransferTheory, interaction_constant_in_angstroms
+
+
+def _erfcinv(value: float) -> float:
+    """The z >= 0 with erfc(z) = value, for value in (0, 1], by bisection."""
+    low, high = 0.0, 30.0
+    for _ in range(100):
+        middle = 0.5 * (low + high)
+        low, high = (middle, high) if math.erfc(middle) > value else (low, middle)
+    return high
 
 
 def projection_window(variances, pixel_size: float, truncation: float = 1e-6) -> int:
@@ -36,7 +46,7 @@ def projection_window(variances, pixel_size: float, truncation: float = 1e-6) ->
         raise ValueError("projection_window: variances must be finite and > 0")
     if not 0 < truncation < 1:
         raise ValueError(f"projection_window: truncation must be in (0, 1); got {truncation}")
-    radius = float(np.sqrt(2.0 * variances.max()) * erfcinv(truncation))
+    radius = float(np.sqrt(2.0 * variances.max()) * _erfcinv(truncation))
     return int(np.ceil(2.0 * radius / pixel_size - 1e-9)) + 1
 
 

@@ -23,13 +23,13 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Complex, Float
-from scipy import constants
 
 from ...ndimage import AbstractFourierOperator
 
 
-_ELECTRON_REST_ENERGY_KEV = constants.m_e * constants.c**2 / constants.e / 1e3
-_HC_KEV_ANGSTROM = constants.h * constants.c / constants.e / 1e3 * 1e10
+# CODATA 2022: the electron rest energy (keV), and hc (keV A; exact in the 2019 SI).
+_ELECTRON_REST_ENERGY_KEV = 510.99895069
+_HC_KEV_ANGSTROM = 12.398419843320026
 
 
 def wavelength_in_angstroms(voltage_in_kilovolts) -> Float[Array, ""]:
