@@ -254,8 +254,10 @@ def main() -> int:
     ours, theirs = [], []
     for i in range(args.check_images):
         conformation = int(labels["conformation"][i])
-        positions = source.read(conformation, conformation + 1)[0] - np.asarray(labels["centre"], np.float32)
-        rotation = np.asarray(QuaternionPose(wxyz=labels["quaternion"][i]).rotation_matrix, np.float64)
+        positions = (source.read(conformation, conformation + 1)[0]
+                     - np.asarray(labels["centre"], np.float32))
+        rotation = np.asarray(QuaternionPose(wxyz=labels["quaternion"][i]).rotation_matrix,
+                              np.float64)
         shift = np.array([labels["shift_x"][i], labels["shift_y"][i]])
         posed = positions.astype(np.float64) @ rotation.T + np.r_[shift, 0.0]
         reference = direct_projection(posed, amplitudes, variances, args.box, args.pixel_size)

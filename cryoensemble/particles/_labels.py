@@ -159,11 +159,13 @@ def draw_labels(
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5)]
     conformation_rng, pose_rng, shift_rng, ctf_rng, noise_rng = streams
     labels = {"conformation": conformation_rng.choice(n_conformations, size=n_images, p=weights)}
-    q = uniform_quaternions(pose_rng, n_images) if poses is None else checked_quaternions(poses, n_images)
+    q = (uniform_quaternions(pose_rng, n_images) if poses is None
+         else checked_quaternions(poses, n_images))
     labels["quaternion"] = q
     angles = relion_angles(q)
     labels["angle_rot"], labels["angle_tilt"], labels["angle_psi"] = angles.T
-    shifts = shift_rng.normal(0.0, shift_sigma, (n_images, 2)) if shift_sigma > 0 else np.zeros((n_images, 2))
+    shifts = (shift_rng.normal(0.0, shift_sigma, (n_images, 2)) if shift_sigma > 0
+              else np.zeros((n_images, 2)))
     labels["shift_x"], labels["shift_y"] = shifts.T
     if ctf is not None:
         labels.update(ctf.sample(ctf_rng, n_images))

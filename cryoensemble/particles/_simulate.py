@@ -46,7 +46,8 @@ def _coordinates(labels: dict, source: AbstractEnsembleSource, spec: ImageSpec) 
     for name, values in labels.items():
         if name == "quaternion":
             coords[name] = (("particle", "wxyz"), values,
-                            {"description": "(w, x, y, z) of the rotation r' = R r (cryojax QuaternionPose)"})
+                            {"description": "(w, x, y, z) of the rotation r' = R r "
+                                            "(cryojax QuaternionPose)"})
         else:
             coords[name] = ("particle", values, {"units": units[name]} if name in units else {})
     for name, values in source.labels().items():
@@ -183,7 +184,8 @@ def simulate_images(
         centre = tuple(float(c) for c in source.read(0, 1)[0].astype(np.float64).mean(axis=0))
     else:
         centre = tuple(float(c) for c in np.broadcast_to(np.asarray(center, np.float64), (3,)))
-    spec = ImageSpec(shape=shape, centre=centre, extra_b_factor=float(extra_b_factor), pixel_size=float(pixel_size),
+    spec = ImageSpec(shape=shape, centre=centre, extra_b_factor=float(extra_b_factor),
+                     pixel_size=float(pixel_size),
                      voltage_in_kilovolts=float(voltage_in_kilovolts), uses_ctf=ctf is not None,
                      snr=None if snr is None else float(snr), dtype=dtype,
                      images_per_chunk=per_chunk,

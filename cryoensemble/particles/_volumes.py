@@ -46,7 +46,8 @@ class StoredVolumes:
             group = zarr.open_group(self.path, mode="r")
             potential = group["potential"]
         except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError):
-            raise PotentialStoreError(f"{self.path}: not a potential store (no `potential` array)") from None
+            raise PotentialStoreError(
+                f"{self.path}: not a potential store (no `potential` array)") from None
         if potential.ndim != 4 or len(set(potential.shape[1:])) != 1:
             raise PotentialStoreError(
                 f"{self.path}: imaging needs cubic volumes; `potential` is {potential.shape}")

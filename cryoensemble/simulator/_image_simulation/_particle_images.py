@@ -163,7 +163,8 @@ class GaussianMixtureImageModel(eqx.Module, strict=True):
             raise ValueError(f"GaussianMixtureImageModel: pixel_size must be > 0; got {pixel_size}")
         if not voltage_in_kilovolts > 0:
             raise ValueError(
-                f"GaussianMixtureImageModel: voltage_in_kilovolts must be > 0; got {voltage_in_kilovolts}"
+                "GaussianMixtureImageModel: voltage_in_kilovolts must be > 0; got "
+                f"{voltage_in_kilovolts}"
             )
         self.amplitudes = jnp.asarray(amplitudes)
         self.variances = jnp.asarray(variances)
@@ -225,7 +226,9 @@ def phase_contrast_image(
     grid = make_frequency_grid(shape, pixel_size, outputs_rfft=True).astype(dtype)
     if offset is not None:
         offset = offset.astype(dtype)
-        spectrum = spectrum * jnp.exp(-2j * jnp.pi * (grid[..., 0] * offset[0] + grid[..., 1] * offset[1]))
+        # Elementwise, not a matmul: TF32 on GPUs would round the phases.
+        phase_ramp = grid[..., 0] * offset[0] + grid[..., 1] * offset[1]
+        spectrum = spectrum * jnp.exp(-2j * jnp.pi * phase_ramp)
     if transfer_theory is not None:
         spectrum = spectrum * transfer_theory(grid, voltage_in_kilovolts).astype(dtype)
     return jnp.fft.irfftn(spectrum, s=shape)
