@@ -18,4 +18,14 @@ def render_ensemble(source, **kwargs):
     return run(source, **kwargs)
 
 
-__all__ = ["constants", "coordinates", "io", "ndimage", "render_ensemble", "simulator"]
+def simulate_images(source, **kwargs):
+    """Simulate a labelled particle-image dataset from an ensemble; see
+    `cryoensemble.particles.simulate_images`."""
+    from .particles import simulate_images as run
+
+    return run(source, **kwargs)
+
+
+__all__ = [
+    "constants", "coordinates", "io", "ndimage", "render_ensemble", "simulate_images", "simulator",
+]

@@ -1,5 +1,17 @@
 """Volumes, poses, renderers and projections (pure JAX + equinox)."""
 
+from ._image_simulation import (
+    GaussianMixtureImageModel as GaussianMixtureImageModel,
+    add_white_noise as add_white_noise,
+    phase_contrast_image as phase_contrast_image,
+    project_gaussian_mixture as project_gaussian_mixture,
+    projection_window as projection_window,
+)
+from ._transfer_theory import (
+    AbstractCTF as AbstractCTF,
+    AstigmaticCTF as AstigmaticCTF,
+    ContrastTransferTheory as ContrastTransferTheory,
+)
 from .auto_render import AutoVolumeRenderFn as AutoVolumeRenderFn
 from .fft_atom_render import FFTAtomRenderFn as FFTAtomRenderFn
 from .gaussian_mixture_render import GaussianMixtureRenderFn as GaussianMixtureRenderFn
@@ -34,7 +46,19 @@ from .voxel_volumes import (
 )
 
 
+# cryojax 0.5's name of the same CTF.
+AberratedAstigmaticCTF = AstigmaticCTF
+
 __all__ = [
+    "AbstractCTF",
+    "AberratedAstigmaticCTF",
+    "AstigmaticCTF",
+    "ContrastTransferTheory",
+    "GaussianMixtureImageModel",
+    "add_white_noise",
+    "phase_contrast_image",
+    "project_gaussian_mixture",
+    "projection_window",
     "AbstractAtomVolume",
     "AbstractPose",
     "AbstractVolumeIntegrator",

@@ -1,0 +1,133 @@
+"""Images of stored volumes: a potential store's conformations by Fourier slice."""
+
+import hashlib
+import os
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import zarr
+
+from ..errors import CryoEnsembleError
+from ..ndimage import FourierGaussian
+from ..simulator import (
+    AstigmaticCTF,
+    ContrastTransferTheory,
+    FourierSliceExtraction,
+    FourierVoxelGridVolume,
+    FourierVoxelSplineVolume,
+    QuaternionPose,
+    add_white_noise,
+    phase_contrast_image,
+)
+from ._render import images_per_step
+
+
+class PotentialStoreError(CryoEnsembleError, ValueError):
+    """A potential store whose volumes cannot be imaged as asked."""
+
+
+PROJECTIONS = ("fourier-linear", "fourier-spline")
+
+
+class StoredVolumes:
+    """The conformations of a potential store (`cryoensemble render` output, plain zarr
+    v3: `potential (conformation, z, y, x)` in A^-2 with `x` in A), read by index.
+
+    **Arguments:**
+
+    - `path`: the store directory.
+    """
+
+    def __init__(self, path):
+        self.path = os.path.abspath(os.fspath(path))
+        try:
+            group = zarr.open_group(self.path, mode="r")
+            potential = group["potential"]
+        except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError):
+            raise PotentialStoreError(
+                f"{self.path}: not a potential store (no `potential` array)") from None
+        if potential.ndim != 4 or len(set(potential.shape[1:])) != 1:
+            raise PotentialStoreError(
+                f"{self.path}: imaging needs cubic volumes; `potential` is {potential.shape}")
+        if "rendered" in group and not np.all(np.asarray(group["rendered"][:]) != 0):
+            raise PotentialStoreError(f"{self.path}: not every conformation is rendered yet")
+        x = np.asarray(group["x"][:], np.float64)
+        self.voxel_size = float(np.median(np.diff(x)))
+        self.shape = tuple(int(s) for s in potential.shape[1:])
+        self.n_conformations = int(potential.shape[0])
+        import xarray as xr
+
+        dataset = xr.open_zarr(self.path, consolidated=None)
+        self._labels = {name: np.asarray(values) for name, values in dataset.coords.items()
+                        if values.dims == ("conformation",) and name != "conformation"}
+
+    def __len__(self) -> int:
+        return self.n_conformations
+
+    def labels(self) -> dict[str, np.ndarray]:
+        """Per-conformation labels of the store (frame, weight, ...)."""
+        return dict(self._labels)
+
+    def read(self, index: int) -> np.ndarray:
+        """One conformation's volume, [z, y, x], float32."""
+        return np.asarray(zarr.open_array(self.path, path="potential", mode="r")[index], np.float32)
+
+    def description(self) -> dict:
+        meta = os.path.join(self.path, "potential", "zarr.json")
+        with open(meta, "rb") as handle:
+            digest = hashlib.sha256(handle.read()).hexdigest()
+        return {"kind": "potential-store", "path": self.path, "shape": list(self.shape),
+                "n": self.n_conformations, "potential_metadata_sha256": digest}
+
+
+@eqx.filter_jit
+def _images_of_volume(volume, integrator, quaternions, shifts, ctf, seeds, snr, pixel_size,
+                      voltage, step: int):
+    def one(particle):
+        q, shift, ctf_row, seed = particle
+        rotated = volume.rotate_to_pose(QuaternionPose(wxyz=q))
+        projection = integrator(rotated)
+        theory = None
+        if ctf is not None:
+            du, dv, angle, phase_shift, b_factor, cs, ac = (ctf_row[j] for j in range(7))
+            theory = ContrastTransferTheory(
+                AstigmaticCTF((du + dv) / 2, du - dv, -angle - 90.0, cs),
+                FourierGaussian(b_factor=b_factor), ac, phase_shift)
+        image = phase_contrast_image(projection, pixel_size, voltage, theory, shift)
+        if snr is None:
+            return image, jnp.zeros((), image.dtype)
+        return add_white_noise(image, snr, jax.random.key(seed))
+
+    rows = ctf if ctf is not None else jnp.zeros((quaternions.shape[0], 7), jnp.float32)
+    return jax.lax.map(one, (quaternions, shifts, rows, seeds), batch_size=step)
+
+
+def render_volume_batch(volumes: StoredVolumes, spec, projection: str, labels: dict, ctf_labels):
+    """Images and noise sigmas of one chunk of particles, conformation by conformation:
+    each volume is transformed once (padded twice) and sliced for its particles."""
+    n = len(labels["conformation"])
+    images = np.empty((n,) + spec.shape, spec.dtype)
+    sigmas = np.empty(n, np.float64)
+    integrator = FourierSliceExtraction(volumes.voxel_size, shape=spec.shape)
+    for conformation in np.unique(labels["conformation"]):
+        rows = np.flatnonzero(labels["conformation"] == conformation)
+        grid = jnp.asarray(volumes.read(int(conformation)))
+        volume = (FourierVoxelSplineVolume.from_real_voxel_grid(grid, pad_scale=2.0)
+                  if projection == "fourier-spline"
+                  else FourierVoxelGridVolume.from_real_voxel_grid(grid, pad_scale=2.0,
+                                                                   sinc_correction=True))
+        # Pad to a power of two: a few compilations, not one per count.
+        size = 1 << int(np.ceil(np.log2(len(rows))))
+        take = np.concatenate([rows, np.repeat(rows[:1], size - len(rows))])
+        ctf = (None if not spec.uses_ctf else
+               jnp.asarray(np.stack([labels[k][take] for k in ctf_labels], 1), jnp.float32))
+        out, sigma = _images_of_volume(
+            volume, integrator, jnp.asarray(labels["quaternion"][take], jnp.float32),
+            jnp.asarray(np.stack([labels["shift_x"][take], labels["shift_y"][take]], 1), jnp.float32),
+            ctf, jnp.asarray(labels["noise_seed"][take]), spec.snr, spec.pixel_size,
+            spec.voltage_in_kilovolts, min(images_per_step(spec), size))
+        images[rows] = np.asarray(out[: len(rows)]).astype(spec.dtype)
+        sigmas[rows] = np.asarray(sigma[: len(rows)])
+    return images, sigmas

@@ -1,0 +1,9 @@
+"""Contrast transfer: the CTF of the weak-phase approximation, in cryojax's conventions."""
+
+from ._ctf import (
+    AbstractCTF as AbstractCTF,
+    AstigmaticCTF as AstigmaticCTF,
+    ContrastTransferTheory as ContrastTransferTheory,
+    interaction_constant_in_angstroms as interaction_constant_in_angstroms,
+    wavelength_in_angstroms as wavelength_in_angstroms,
+)
