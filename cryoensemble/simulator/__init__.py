@@ -4,6 +4,7 @@ from .auto_render import AutoVolumeRenderFn as AutoVolumeRenderFn
 from .fft_atom_render import FFTAtomRenderFn as FFTAtomRenderFn
 from .gaussian_mixture_render import GaussianMixtureRenderFn as GaussianMixtureRenderFn
 from .gaussian_mixture_volume import GaussianMixtureVolume as GaussianMixtureVolume
+from .perturbed_volume import PositionJitteredVolume as PositionJitteredVolume
 from .independent_atom_volume import (
     IndependentAtomVolume as IndependentAtomVolume,
     split_atoms_by_element as split_atoms_by_element,
@@ -21,6 +22,11 @@ from .projection import (
     RealVoxelProjection as RealVoxelProjection,
 )
 from .render_base import AbstractVolumeRenderFn as AbstractVolumeRenderFn
+from .support_plan import (
+    ConcreteMixture as ConcreteMixture,
+    SupportPlan as SupportPlan,
+    atoms_touching_planes as atoms_touching_planes,
+)
 from .volume_base import (
     AbstractAtomVolume as AbstractAtomVolume,
     AbstractVolumeParametrization as AbstractVolumeParametrization,
@@ -44,6 +50,7 @@ __all__ = [
     "AbstractVoxelVolume",
     "AutoVolumeRenderFn",
     "AxisAnglePose",
+    "ConcreteMixture",
     "EulerAnglePose",
     "FFTAtomRenderFn",
     "FourierSliceExtraction",
@@ -53,8 +60,11 @@ __all__ = [
     "GaussianMixtureRenderFn",
     "GaussianMixtureVolume",
     "IndependentAtomVolume",
+    "PositionJitteredVolume",
     "QuaternionPose",
     "RealVoxelGridVolume",
     "RealVoxelProjection",
+    "SupportPlan",
+    "atoms_touching_planes",
     "split_atoms_by_element",
 ]

@@ -21,7 +21,7 @@ _RENDERERS: tuple[tuple[type, type], ...] = (
 )
 
 
-class AutoVolumeRenderFn(AbstractVolumeRenderFn, strict=True):
+class AutoVolumeRenderFn(AbstractVolumeRenderFn):
     """Render any representation that has a default renderer.
 
     | Volume representation   | Rendering function        |

@@ -50,7 +50,7 @@ def _is_operator(x) -> bool:
     return isinstance(x, AbstractFourierOperator)
 
 
-class FFTAtomRenderFn(AbstractVolumeRenderFn, strict=True):
+class FFTAtomRenderFn(AbstractVolumeRenderFn):
     """Render an `IndependentAtomVolume` with non-uniform FFTs (band-limited).
 
     See the module docstring for the formula and for when to prefer

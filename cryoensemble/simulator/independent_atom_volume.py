@@ -54,7 +54,7 @@ def split_atoms_by_element(
     return tuple(atom_positions[atomic_numbers == z] for z in elements), elements
 
 
-class IndependentAtomVolume(AbstractAtomVolume, strict=True):
+class IndependentAtomVolume(AbstractAtomVolume):
     """Atoms grouped by type, each type with its electron scattering factor.
 
     The potential is `U = F^-1[ sum_types f_type(xi) sum_(atoms of type) exp(2 pi i xi.r_n) ]`

@@ -8,7 +8,7 @@ from .gaussian_mixture_volume import GaussianMixtureVolume
 from .volume_base import AbstractVolumeParametrization
 
 
-class PositionJitteredVolume(AbstractVolumeParametrization, strict=True):
+class PositionJitteredVolume(AbstractVolumeParametrization):
     """A `GaussianMixtureVolume` whose positions get independent isotropic gaussian noise
     of standard deviation `jitter_in_angstroms` at each `to_representation(key)`.
 

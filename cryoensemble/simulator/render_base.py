@@ -9,7 +9,7 @@ from ..ndimage.fft import fftn, fftshift_spectrum, rfftn
 from .volume_base import AbstractVolumeRepresentation
 
 
-class AbstractVolumeRenderFn(eqx.Module, strict=True):
+class AbstractVolumeRenderFn(eqx.Module):
     """Renders a volume representation onto a voxel grid (potential in A^-2).
 
     Grids are indexed [z, y, x]; voxel i of an axis of length n sits at
