@@ -155,7 +155,10 @@ def main(argv=None):
     from distributed import Client
 
     import cryoensemble
-    from cryoensemble.distributed import make_local_cluster, render_ensemble
+    import dask.config
+
+    from cryoensemble.distributed import make_local_cluster, plan_render, render_ensemble, run_plan
+    from cryoensemble.store import open_store
     from cryoensemble.distributed.ensemble import default_batch_size
     from cryoensemble.sources import CycledSource, TrajectorySource
 
@@ -196,11 +199,12 @@ def main(argv=None):
                     client=client, overwrite=True, batch_size=batch, dtype=args.dtype)
     cpu_before = host_cpu_seconds()
     start = time.perf_counter()
-    dataset = render_ensemble(source, shape=shape, voxel_size=args.voxel_size, store=store,
-                              client=client, batch_size=batch, dtype=args.dtype)
+    report = run_plan(plan_render(source, shape=shape, voxel_size=args.voxel_size, store=store,
+                                  batch_size=batch, dtype=args.dtype), client)
     elapsed = time.perf_counter() - start
+    dataset = open_store(store)
     cpu = {k: (v - cpu_before.get(k, 0.0)) / elapsed for k, v in host_cpu_seconds().items()}
-    tasks = render_ensemble.last_task_results
+    tasks = report.task_results
     client.close()
     cluster.close()
     fps = args.frames / elapsed
@@ -216,7 +220,7 @@ def main(argv=None):
     results["ensemble"] = {"fps": fps, "error": error, "workers": n_workers, "slots": slots,
                            "batch_size": batch, "startup_s": startup, "store_bytes": size,
                            "per_volume_ms": per_volume, "to_host_gb_s": copy_rate,
-                           "d2h": os.environ.get("CRYOENSEMBLE_D2H", "pinned") if args.gpus else "cpu"}
+                           "d2h": dask.config.get("cryoensemble.device-to-host") if args.gpus else "cpu"}
 
     kind = (f"{args.gpus} GPU(s), {n_workers} processes x {slots // n_workers} tasks"
             if args.gpus else f"{n_workers} CPU worker(s)")

@@ -49,7 +49,7 @@ def main(argv=None):
 
     from distributed import Client
 
-    from cryoensemble.distributed import make_local_cluster, render_ensemble
+    from cryoensemble.distributed import make_local_cluster, plan_render, run_plan
     from cryoensemble.sources import TiledSource, TrajectorySource
 
     unit = TrajectorySource(DATA / "adk_oplsaa.pdb", DATA / "adk_oplsaa.xtc", frames="0:1")
@@ -64,11 +64,10 @@ def main(argv=None):
         with Client(cluster) as client:
             workers = len(client.scheduler_info()["workers"])
             start = time.perf_counter()
-            render_ensemble(source, shape=shape, voxel_size=args.voxel_size,
-                            store=f"{workdir}/large.zarr", client=client,
-                            n_batches=args.n_batches)
+            plan = plan_render(source, shape=shape, voxel_size=args.voxel_size,
+                               store=f"{workdir}/large.zarr", n_batches=args.n_batches)
+            results = run_plan(plan, client).task_results
             elapsed = time.perf_counter() - start
-            results = render_ensemble.last_task_results
     finally:
         cluster.close()
     slabs = [r for r in _flatten(results) if "z0" in r]

@@ -12,18 +12,14 @@ import functools
 import glob
 import hashlib
 import os
-import threading
 from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
 from jaxtyping import Float, Int
 
-from .errors import CryoEnsembleError
-
-
-class EnsembleSourceError(CryoEnsembleError, ValueError):
-    """A source whose conformations cannot be rendered together."""
+from .errors import EnsembleSourceError
+from .io import TrajectoryReader, read_atomic_model, trajectory_elements
 
 
 def file_sha256(path: str) -> str:
@@ -64,6 +60,12 @@ class AbstractEnsembleSource(ABC):
         """Files the conformations are read from (hashed into the store's attributes)."""
         return []
 
+    def mixture(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The (amplitudes, variances) in A and A^2, `(n_atoms, n_gaussians)`, that every
+        conformation shares, for sources that carry their own; None (the default) for
+        tabulated atoms, rendered from `atomic_numbers` with Peng et al. (1996)."""
+        return None
+
     @property
     def n_atoms(self) -> int:
         return int(len(self.atomic_numbers))
@@ -81,8 +83,6 @@ def _checked_positions(positions: np.ndarray, where: str) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def _cached_model(path: str, model_index, selection: tuple):
-    from .io.structures import read_atomic_model
-
     return read_atomic_model(path, model_index=model_index, **dict(selection))
 
 
@@ -257,49 +257,6 @@ def parse_frames(text: str | None) -> slice:
     return slice(*values)
 
 
-# MDAnalysis readers hold a cursor: threads of one worker (GPU workers run several tasks
-# at once) must not move it under each other.
-_READ_LOCKS: dict = {}
-_READ_LOCKS_GUARD = threading.Lock()
-
-
-def _read_lock(key) -> threading.Lock:
-    with _READ_LOCKS_GUARD:
-        return _READ_LOCKS.setdefault(key, threading.Lock())
-
-
-@functools.lru_cache(maxsize=4)
-def _universe(topology: str, trajectories: tuple):
-    try:
-        import MDAnalysis
-    except ImportError:
-        raise ImportError(
-            "Trajectories need MDAnalysis: pip install 'cryoensemble[md]'"
-        ) from None
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return MDAnalysis.Universe(topology, *trajectories)
-
-
-def _trajectory_elements(atoms) -> np.ndarray:
-    """Atomic numbers of MDAnalysis atoms; 0 for massless virtual sites."""
-    import gemmi
-
-    from .io.structures import infer_element
-
-    try:
-        symbols = [str(e).strip() for e in atoms.elements]
-    except Exception:
-        symbols = [""] * len(atoms)
-    numbers = []
-    for symbol, name, residue in zip(symbols, atoms.names, atoms.resnames):
-        element = symbol.capitalize() if symbol else infer_element(name, residue)
-        numbers.append(0 if element is None else gemmi.Element(element).atomic_number)
-    return np.asarray(numbers, dtype=np.int64)
-
-
 class TrajectorySource(AbstractEnsembleSource):
     """Frames of an MD trajectory, read through MDAnalysis (extra `md`).
 
@@ -322,12 +279,12 @@ class TrajectorySource(AbstractEnsembleSource):
                 raise EnsembleSourceError(f"{path}: no such file")
         self.selection = selection
         frames = parse_frames(frames) if isinstance(frames, (str, type(None))) else frames
-        universe = self._universe()
+        self.reader = TrajectoryReader(self.topology, self.trajectories, selection)
+        universe = self.reader.universe()
         self.frame_indices = np.arange(universe.trajectory.n_frames)[frames]
         if len(self.frame_indices) == 0:
             raise EnsembleSourceError(f"{self.trajectories[0]}: no frames selected by {frames}")
-        atoms = self._atoms(universe)
-        numbers = _trajectory_elements(atoms)
+        numbers = trajectory_elements(self.reader.atoms())
         self.atom_mask = numbers > 0
         self.atomic_numbers = numbers[self.atom_mask]
         if self.atomic_numbers.size == 0:
@@ -337,29 +294,12 @@ class TrajectorySource(AbstractEnsembleSource):
         t0 = float(universe.trajectory[0].time) if universe.trajectory.n_frames else 0.0
         self.times_ps = t0 + dt * self.frame_indices
 
-    def _universe(self):
-        return _universe(self.topology, self.trajectories)
-
-    def _atoms(self, universe):
-        try:
-            return universe.select_atoms(self.selection)
-        except Exception as error:
-            raise EnsembleSourceError(
-                f"selection {self.selection!r}: {str(error).splitlines()[0]}"
-            ) from None
-
     def __len__(self):
         return len(self.frame_indices)
 
     def read(self, start, stop):
         self._check_range(start, stop)
-        out = np.empty((stop - start, int(self.atom_mask.sum()), 3), np.float32)
-        with _read_lock((self.topology, self.trajectories)):
-            universe = self._universe()
-            atoms = self._atoms(universe)
-            for row, frame in enumerate(self.frame_indices[start:stop]):
-                universe.trajectory[int(frame)]
-                out[row] = atoms.positions[self.atom_mask]
+        out = self.reader.read(self.frame_indices[start:stop], self.atom_mask)
         return _checked_positions(out, self.trajectories[0])
 
     def labels(self):

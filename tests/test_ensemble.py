@@ -13,9 +13,12 @@ import xarray as xr
 
 from conftest import DATA, relative_l2
 from cryoensemble.constants import PengScatteringFactorParameters
-from cryoensemble.distributed import render_ensemble
-from cryoensemble.simulator import GaussianMixtureRenderFn, GaussianMixtureVolume
-from cryoensemble.simulator.perturbed_volume import PositionJitteredVolume
+from cryoensemble.distributed import plan_render, render_ensemble, run_plan
+from cryoensemble.simulator import (
+    GaussianMixtureRenderFn,
+    GaussianMixtureVolume,
+    PositionJitteredVolume,
+)
 from cryoensemble.sources import (
     EnsembleSourceError,
     MorphSource,
@@ -44,11 +47,8 @@ def direct_render(positions, atomic_numbers, shape, voxel_size):
     volume = GaussianMixtureVolume.from_tabulated_parameters(
         positions, PengScatteringFactorParameters(atomic_numbers)
     )
-    order, groups = GaussianMixtureRenderFn(shape, voxel_size).support_plan(volume)
-    order = np.arange(len(atomic_numbers)) if order is None else order
-    render = GaussianMixtureRenderFn(shape, voxel_size, support_groups=groups)
-    a, v = volume.amplitudes[order], volume.variances[order]
-    return np.asarray(jax.jit(lambda p: render(GaussianMixtureVolume(p, a, v)))(positions[order]))
+    render = GaussianMixtureRenderFn(shape, voxel_size)
+    return np.asarray(jax.jit(lambda v: render(v))(volume))
 
 
 def centre_of(source):
@@ -87,8 +87,8 @@ def test_trajectory_end_to_end_resume_and_repair(client, tmp_path):
 
     # Rerun: nothing to render, nothing rewritten.
     before = {f: os.stat(f).st_mtime_ns for i in range(98) for f in potential_chunk_files(store, i)}
-    render_ensemble(source, shape=shape, voxel_size=voxel_size, store=store, client=client)
-    assert render_ensemble.last_task_results == []
+    arguments = dict(shape=shape, voxel_size=voxel_size, store=store)
+    assert run_plan(plan_render(source, **arguments), client).task_results == []
     after = {f: os.stat(f).st_mtime_ns for f in before}
     assert before == after
 
@@ -98,9 +98,7 @@ def test_trajectory_end_to_end_resume_and_repair(client, tmp_path):
             os.remove(path)
     plan = render_ensemble(source, shape=shape, voxel_size=voxel_size, store=store, dry_run=True)
     assert plan.n_done == 96
-    render_ensemble(source, shape=shape, voxel_size=voxel_size, store=store, client=client)
-    rendered = sorted(i for r in render_ensemble.last_task_results for i in range(r["start"], r["stop"]))
-    assert rendered == [7, 61]
+    assert run_plan(plan, client).rendered == [7, 61]
     restored = xr.open_zarr(store)["potential"].values
     np.testing.assert_array_equal(restored, stored)
 
@@ -306,3 +304,17 @@ def test_tiled_and_cycled_sources():
     np.testing.assert_array_equal(cycled.labels()["origin"], [0, 1, 0, 1, 0])
     with pytest.raises(EnsembleSourceError, match="copies"):
         TiledSource(unit, (0, 1, 1), np.eye(3))
+
+
+def test_cluster_tuning_reaches_the_workers_through_dask_config():
+    """`cryoensemble.codec-threads` as the cluster sets it is what each worker process
+    reads (its defaults come from the package's cryoensemble.yaml)."""
+    import dask.config
+    from distributed import Client
+
+    from cryoensemble.distributed import make_local_cluster
+
+    assert dask.config.get("cryoensemble.device-to-host") == "pinned"
+    with make_local_cluster(n_workers=1, codec_threads=3) as cluster, Client(cluster) as client:
+        seen = client.run(lambda: dask.config.get("cryoensemble.codec-threads"))
+    assert list(seen.values()) == [3]

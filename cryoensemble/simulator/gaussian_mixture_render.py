@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Inexact
 
+from ..coordinates import as_grid_shape
 from ..errors import BatchOptionsError
 from ._gaussian_kernels import SCATTER_STRATEGIES, render_dense, render_local
 from .gaussian_mixture_volume import GaussianMixtureVolume
@@ -104,11 +105,7 @@ class GaussianMixtureRenderFn(AbstractVolumeRenderFn):
           voxel), `"rows"` (row by row into a padded grid), `"windows"` (whole windows),
           or `"auto"` ("voxels" on GPUs, "rows" elsewhere). The result is the same.
         """
-        shape = tuple(int(s) for s in shape)
-        if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(
-                f"GaussianMixtureRenderFn: shape must be three positive integers; got {shape}"
-            )
+        shape = as_grid_shape(shape, "GaussianMixtureRenderFn: shape")
         unknown = sorted(set(batch_options) - set(_BATCH_KEYS))
         if unknown:
             raise BatchOptionsError(
