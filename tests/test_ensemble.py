@@ -271,7 +271,7 @@ def test_fft_renderer_through_dask(client, tmp_path):
     import jax
 
     from cryoensemble.simulator import FFTAtomRenderFn, IndependentAtomVolume
-    from cryoensemble.simulator.independent_atom_volume import split_atoms_by_element
+    from cryoensemble.simulator import split_atoms_by_element
 
     source = MultiModelSource(DATA / "nmr_neopetrosiamide.pdb")
     dataset = render_ensemble(source, shape=32, voxel_size=1.5, store=str(tmp_path / "f.zarr"),

@@ -1,38 +1,38 @@
 """Volumes, poses, renderers and projections (pure JAX + equinox)."""
 
-from .auto_render import AutoVolumeRenderFn as AutoVolumeRenderFn
-from .fft_atom_render import FFTAtomRenderFn as FFTAtomRenderFn
-from .gaussian_mixture_render import GaussianMixtureRenderFn as GaussianMixtureRenderFn
-from .gaussian_mixture_volume import GaussianMixtureVolume as GaussianMixtureVolume
-from .perturbed_volume import PositionJitteredVolume as PositionJitteredVolume
-from .independent_atom_volume import (
+from ._volume_rendering.auto import AutoVolumeRenderFn as AutoVolumeRenderFn
+from ._volume_rendering.fft_atom import FFTAtomRenderFn as FFTAtomRenderFn
+from ._volume_rendering.gaussian_mixture import GaussianMixtureRenderFn as GaussianMixtureRenderFn
+from ._volume.gaussian_mixture import GaussianMixtureVolume as GaussianMixtureVolume
+from ._volume.perturbed import PositionJitteredVolume as PositionJitteredVolume
+from ._volume.independent_atom import (
     IndependentAtomVolume as IndependentAtomVolume,
     split_atoms_by_element as split_atoms_by_element,
 )
-from .pose import (
+from ._pose.pose import (
     AbstractPose as AbstractPose,
     AxisAnglePose as AxisAnglePose,
     EulerAnglePose as EulerAnglePose,
     QuaternionPose as QuaternionPose,
 )
-from .projection import (
+from ._volume_integrator.projection import (
     AbstractVolumeIntegrator as AbstractVolumeIntegrator,
     FourierSliceExtraction as FourierSliceExtraction,
     GaussianMixtureProjection as GaussianMixtureProjection,
     RealVoxelProjection as RealVoxelProjection,
 )
-from .render_base import AbstractVolumeRenderFn as AbstractVolumeRenderFn
-from .support_plan import (
+from ._volume_rendering.base_rendering import AbstractVolumeRenderFn as AbstractVolumeRenderFn
+from ._volume_rendering.support_plan import (
     ConcreteMixture as ConcreteMixture,
     SupportPlan as SupportPlan,
     atoms_touching_planes as atoms_touching_planes,
 )
-from .volume_base import (
+from ._volume.base_volume import (
     AbstractAtomVolume as AbstractAtomVolume,
     AbstractVolumeParametrization as AbstractVolumeParametrization,
     AbstractVolumeRepresentation as AbstractVolumeRepresentation,
 )
-from .voxel_volumes import (
+from ._volume.voxel_volumes import (
     AbstractVoxelVolume as AbstractVoxelVolume,
     FourierVoxelGridVolume as FourierVoxelGridVolume,
     FourierVoxelSplineVolume as FourierVoxelSplineVolume,

@@ -9,11 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Inexact
 
-from ..coordinates import as_grid_shape
-from ..errors import BatchOptionsError
+from ...coordinates import as_grid_shape
+from ...errors import BatchOptionsError
 from ._gaussian_kernels import SCATTER_STRATEGIES, render_dense, render_local
-from .gaussian_mixture_volume import GaussianMixtureVolume
-from .render_base import AbstractVolumeRenderFn, real_to_requested_space
+from .._volume.gaussian_mixture import GaussianMixtureVolume
+from .base_rendering import AbstractVolumeRenderFn, real_to_requested_space
 from .support_plan import ConcreteMixture, SupportPlan
 
 

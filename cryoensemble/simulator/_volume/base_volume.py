@@ -11,7 +11,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .pose import AbstractPose
+from .._pose.pose import AbstractPose
 
 
 class AbstractVolumeParametrization(eqx.Module):

@@ -4,8 +4,8 @@ import equinox as eqx
 import jax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .gaussian_mixture_volume import GaussianMixtureVolume
-from .volume_base import AbstractVolumeParametrization
+from .gaussian_mixture import GaussianMixtureVolume
+from .base_volume import AbstractVolumeParametrization
 
 
 class PositionJitteredVolume(AbstractVolumeParametrization):

@@ -9,14 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
-from ..constants.scattering_factors import (
+from ...constants.scattering_factors import (
     LobatoScatteringFactorParameters,
     PengScatteringFactorParameters,
 )
-from ..ndimage.fourier_operators import AbstractFourierOperator
-from ..ndimage.scattering_factors import LobatoScatteringFactor, PengScatteringFactor
-from .pose import AbstractPose
-from .volume_base import as_positions, AbstractAtomVolume
+from ...ndimage.fourier_operators import AbstractFourierOperator
+from ...ndimage.scattering_factors import LobatoScatteringFactor, PengScatteringFactor
+from .._pose.pose import AbstractPose
+from .base_volume import as_positions, AbstractAtomVolume
 
 
 def _is_operator(x) -> bool:

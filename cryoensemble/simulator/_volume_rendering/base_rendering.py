@@ -5,8 +5,8 @@ from abc import abstractmethod
 import equinox as eqx
 from jaxtyping import Array, Inexact
 
-from ..ndimage.fft import fftn, fftshift_spectrum, rfftn
-from .volume_base import AbstractVolumeRepresentation
+from ...ndimage.fft import fftn, fftshift_spectrum, rfftn
+from .._volume.base_volume import AbstractVolumeRepresentation
 
 
 class AbstractVolumeRenderFn(eqx.Module):

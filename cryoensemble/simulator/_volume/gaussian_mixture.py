@@ -6,10 +6,10 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ..constants import PengScatteringFactorParameters, b_factor_to_variance
-from .pose import AbstractPose
-from .support_plan import ConcreteMixture
-from .volume_base import AbstractAtomVolume, as_positions
+from ...constants import PengScatteringFactorParameters, b_factor_to_variance
+from .._pose.pose import AbstractPose
+from .._volume_rendering.support_plan import ConcreteMixture
+from .base_volume import AbstractAtomVolume, as_positions
 
 
 def _per_gaussian(value, n_positions: int, name: str) -> Float[Array, "n_positions n_gaussians"]:
