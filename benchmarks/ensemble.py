@@ -33,8 +33,7 @@ import time
 import numpy as np
 
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-DATA = pathlib.Path(os.environ.get("CRYOENSEMBLE_SHARED", ROOT.parent / "shared")) / "data"
+from _common import DATA, machine_line, relative_l2
 
 
 def exact_reference(positions: np.ndarray, atomic_numbers: np.ndarray, shape, voxel_size) -> np.ndarray:
@@ -65,11 +64,6 @@ def host_cpu_seconds() -> dict:
     ticks = os.sysconf("SC_CLK_TCK")
     user, nice, system, idle, iowait = (int(x) / ticks for x in fields[:5])
     return {"user": user + nice, "system": system, "iowait": iowait, "idle": idle}
-
-
-def relative_l2(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 def loop_renderer(shape, voxel_size, atomic_numbers, use_cryojax: bool):
@@ -167,7 +161,7 @@ def main(argv=None):
     dims = TrajectorySource(DATA / "adk.psf", DATA / "adk_dims.dcd")
     results = {"machine": platform.platform(), "cpus": os.cpu_count(), "shape": shape,
                "frames": args.frames, "version": cryoensemble.__version__}
-    print(f"# {platform.platform()}, {os.cpu_count()} CPUs, cryoensemble {cryoensemble.__version__}")
+    print(machine_line())
 
     loop_fps = None
     if not args.no_loop:

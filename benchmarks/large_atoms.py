@@ -12,7 +12,6 @@ bit for bit on CPU (tests/test_ensemble.py), so no separate error is computed he
 """
 
 import argparse
-import os
 import pathlib
 import shutil
 import tempfile
@@ -21,8 +20,7 @@ import time
 import numpy as np
 
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-DATA = pathlib.Path(os.environ.get("CRYOENSEMBLE_SHARED", ROOT.parent / "shared")) / "data"
+from _common import DATA, machine_line
 
 
 def lattice_vectors(pdb_path: pathlib.Path) -> np.ndarray:
@@ -74,6 +72,7 @@ def main(argv=None):
     rss = max(r["peak_rss_mib"] for r in slabs)
     device = [r["peak_device_mib"] for r in slabs if r.get("peak_device_mib") is not None]
     atoms = max(r["atoms"] for r in slabs)
+    print(machine_line())
     print(f"# {source.n_atoms:,} atoms ({copies} images of {unit.n_atoms:,}), grid "
           f"{args.shape}^3 at {args.voxel_size} A, {args.n_batches} z-slabs, {workers} workers "
           f"({'GPU' if args.gpus else 'CPU'})")

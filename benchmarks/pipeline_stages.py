@@ -17,24 +17,11 @@ For the AdK DIMS frames at a given grid, measures separately:
 
 import argparse
 import os
-import pathlib
-import time
 
 import numpy as np
 
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-DATA = pathlib.Path(os.environ.get("CRYOENSEMBLE_SHARED", ROOT.parent / "shared")) / "data"
-
-
-def timed(fn, repeats=5):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+from _common import DATA, machine_line, timed
 
 
 def cryojax_batched_rate(positions, atomic_numbers, shape, batch: int, repeats: int) -> None:
@@ -86,6 +73,7 @@ def main(argv=None):
     everything = np.ones(plan.amplitudes.shape[0], bool)
     *padded, groups = tasks._select(positions[:, plan.order], plan, everything)
     device_inputs = [jax.device_put(x) for x in padded]
+    print(machine_line())
     print(f"# device {jax.devices()[0]}, jax {jax.__version__}, grid {args.shape}^3, "
           f"batch {args.batch}, support groups (atoms, radius A, k): {groups}")
 

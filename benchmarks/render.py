@@ -69,6 +69,8 @@ from typing import Callable
 
 import numpy as np
 
+from _common import DATA, cpu_name, relative_l2
+
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 VOXEL_SIZE = 1.0
@@ -97,10 +99,7 @@ class Case:
 
 
 def default_data_dir() -> pathlib.Path:
-    for candidate in (REPO.parent / "shared" / "data", REPO / "shared" / "data"):
-        if candidate.is_dir():
-            return candidate
-    return REPO.parent / "shared" / "data"
+    return DATA
 
 
 def read_all_records(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
@@ -376,10 +375,7 @@ def time_method(run: Callable, repeats: int) -> tuple[float, float, np.ndarray]:
 
 
 def rel_error(volume, reference: np.ndarray | None) -> float | None:
-    if reference is None:
-        return None
-    volume = np.asarray(volume, dtype=np.float64)
-    return float(np.linalg.norm(volume - reference) / np.linalg.norm(reference))
+    return None if reference is None else relative_l2(volume, reference)
 
 
 def method_setups(case: Case, budget_gb: float, notes: list[str]):
@@ -442,14 +438,7 @@ def version(package: str) -> str:
 def machine_info() -> dict:
     import jax
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle
-                     if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
+    cpu = cpu_name()
     return {
         "platform": platform.platform(),
         "cpu": cpu,

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from conftest import DATA, relative_l2
+from helpers import DATA, relative_l2
 from cryoensemble.constants import PengScatteringFactorParameters
 from cryoensemble.distributed import plan_render, render_ensemble, run_plan
 from cryoensemble.simulator import (
@@ -20,7 +19,6 @@ from cryoensemble.simulator import (
     PositionJitteredVolume,
 )
 from cryoensemble.sources import (
-    EnsembleSourceError,
     MorphSource,
     MultiModelSource,
     ParametrizationSource,
@@ -152,15 +150,6 @@ def test_files_with_weights_morph_and_float16(client, tmp_path):
                        stack["potential"][0].values) <= 1e-3  # float16 rounding
 
 
-def test_sources_refuse_mismatched_atoms(tmp_path):
-    with pytest.raises(EnsembleSourceError, match="atoms differ"):
-        StructureFilesSource([DATA / "adk_closed.pdb", DATA / "1uao.pdb"]).read(0, 2)
-    with pytest.raises(EnsembleSourceError, match="atoms differ"):
-        MorphSource(DATA / "adk_closed.pdb", DATA / "8zpm.cif", 3)
-    with pytest.raises(EnsembleSourceError, match="no files match"):
-        StructureFilesSource([str(tmp_path / "*.pdb")])
-
-
 def test_stochastic_parametrization(client, tmp_path):
     positions = np.random.default_rng(0).uniform(-6, 6, (40, 3))
     mean = GaussianMixtureVolume(positions, 1.0, 0.4)
@@ -268,7 +257,6 @@ def test_chunk_files_written_directly_match_zarr(tmp_path):
 
 
 def test_fft_renderer_through_dask(client, tmp_path):
-    import jax
 
     from cryoensemble.simulator import FFTAtomRenderFn, IndependentAtomVolume
     from cryoensemble.simulator import split_atoms_by_element
@@ -289,21 +277,6 @@ def test_fft_renderer_through_dask(client, tmp_path):
     with pytest.raises(ValueError, match="fft"):
         render_ensemble(source, shape=32, voxel_size=1.5, store=str(tmp_path / "g.zarr"),
                         client=client, renderer="fft", n_batches=2)
-
-
-def test_tiled_and_cycled_sources():
-    from cryoensemble.sources import CycledSource, TiledSource
-
-    unit = StructureFilesSource([DATA / "adk_closed.pdb", DATA / "adk_open.pdb"])
-    tiled = TiledSource(unit, (1, 2, 1), np.diag([100.0, 90.0, 80.0]))
-    positions = tiled.read(0, 2)
-    assert positions.shape == (2, 2 * unit.n_atoms, 3) and tiled.n_atoms == 2 * unit.n_atoms
-    np.testing.assert_allclose(positions[:, unit.n_atoms:], unit.read(0, 2) + [0.0, 90.0, 0.0], atol=1e-4)
-    cycled = CycledSource(unit, 5)
-    np.testing.assert_array_equal(cycled.read(1, 4), unit.read(0, 2)[[1, 0, 1]])
-    np.testing.assert_array_equal(cycled.labels()["origin"], [0, 1, 0, 1, 0])
-    with pytest.raises(EnsembleSourceError, match="copies"):
-        TiledSource(unit, (0, 1, 1), np.eye(3))
 
 
 def test_cluster_tuning_reaches_the_workers_through_dask_config():

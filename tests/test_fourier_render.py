@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import cryoensemble.ndimage.nufft as nufft
-from conftest import GOLDEN, relative_l2
+from helpers import GOLDEN, relative_l2
 from cryoensemble.constants import LobatoScatteringFactorParameters, PengScatteringFactorParameters
 from cryoensemble.errors import UnsupportedElementError
 from cryoensemble.ndimage import (

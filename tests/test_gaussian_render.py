@@ -2,13 +2,12 @@
 
 import warnings
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import GOLDEN, direct_voxel_average, relative_l2
+from helpers import GOLDEN, direct_voxel_average, relative_l2
 from cryoensemble.constants import PengScatteringFactorParameters
 from cryoensemble.errors import BatchOptionsError
 from cryoensemble.simulator import (

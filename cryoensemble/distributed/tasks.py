@@ -12,10 +12,16 @@ import os
 import time
 import types
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .. import store as store_module
 from . import config
+
+
+if TYPE_CHECKING:
+    from ..simulator import SupportPlan
 
 
 @dataclasses.dataclass(frozen=True)
