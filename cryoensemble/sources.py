@@ -8,7 +8,6 @@ All conformations of a source hold the same atoms, in the same order.
 """
 
 import csv
-import functools
 import glob
 import hashlib
 import os
@@ -70,6 +69,24 @@ class AbstractEnsembleSource(ABC):
     def n_atoms(self) -> int:
         return int(len(self.atomic_numbers))
 
+    # Models parsed from structure files, kept per source object (a few), never pickled:
+    # each worker parses what its tasks read.
+    _MODELS_KEPT = 8
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_models"}
+
+    def _read_model(self, path: str, model_index):
+        """The atomic model of `path` (all models if `model_index` is None) with the
+        source's atom `selection`."""
+        models = self.__dict__.setdefault("_models", {})
+        key = (path, model_index)
+        if key not in models:
+            if len(models) >= self._MODELS_KEPT:
+                models.pop(next(iter(models)))
+            models[key] = read_atomic_model(path, model_index=model_index, **dict(self.selection))
+        return models[key]
+
     def _check_range(self, start: int, stop: int) -> None:
         if not (0 <= start < stop <= len(self)):
             raise IndexError(f"{type(self).__name__}: range [{start}, {stop}) outside 0..{len(self)}")
@@ -79,11 +96,6 @@ def _checked_positions(positions: np.ndarray, where: str) -> np.ndarray:
     if not np.all(np.isfinite(positions)):
         raise EnsembleSourceError(f"{where}: atom coordinates contain NaN or infinity")
     return np.ascontiguousarray(positions, dtype=np.float32)
-
-
-@functools.lru_cache(maxsize=8)
-def _cached_model(path: str, model_index, selection: tuple):
-    return read_atomic_model(path, model_index=model_index, **dict(selection))
 
 
 def _selection(loads_hydrogens, loads_waters, loads_hetero) -> tuple:
@@ -107,7 +119,7 @@ class MultiModelSource(AbstractEnsembleSource):
     def __init__(self, path, *, loads_hydrogens=True, loads_waters=True, loads_hetero=True):
         self.path = os.path.abspath(os.fspath(path))
         self.selection = _selection(loads_hydrogens, loads_waters, loads_hetero)
-        model = _cached_model(self.path, None, self.selection)
+        model = self._read_model(self.path, None)
         self.atomic_numbers = model.atomic_numbers
         self.model_numbers = model.model_numbers
 
@@ -117,7 +129,7 @@ class MultiModelSource(AbstractEnsembleSource):
     def read(self, start, stop):
         self._check_range(start, stop)
         return _checked_positions(
-            _cached_model(self.path, None, self.selection).positions[start:stop], self.path
+            self._read_model(self.path, None).positions[start:stop], self.path
         )
 
     def labels(self):
@@ -204,7 +216,7 @@ class StructureFilesSource(AbstractEnsembleSource):
         return values
 
     def _model(self, i):
-        model = _cached_model(self.paths[i], self.model_index, self.selection)
+        model = self._read_model(self.paths[i], self.model_index)
         reference = getattr(self, "atomic_numbers", model.atomic_numbers)
         if not np.array_equal(model.atomic_numbers, reference):
             raise EnsembleSourceError(
@@ -333,7 +345,7 @@ class MorphSource(AbstractEnsembleSource):
             raise EnsembleSourceError(f"MorphSource: n_conformations must be >= 2; got {n_conformations}")
         self.paths = (os.path.abspath(os.fspath(start)), os.path.abspath(os.fspath(end)))
         self.selection = _selection(loads_hydrogens, loads_waters, loads_hetero)
-        a, b = (_cached_model(p, 0, self.selection) for p in self.paths)
+        a, b = (self._read_model(p, 0) for p in self.paths)
         if not np.array_equal(a.atomic_numbers, b.atomic_numbers):
             raise EnsembleSourceError(
                 f"{self.paths[1]}: atoms differ from {self.paths[0]} "
@@ -347,7 +359,7 @@ class MorphSource(AbstractEnsembleSource):
 
     def read(self, start, stop):
         self._check_range(start, stop)
-        a, b = (_cached_model(p, 0, self.selection).positions[0] for p in self.paths)
+        a, b = (self._read_model(p, 0).positions[0] for p in self.paths)
         t = self.labels()["morph_t"][start:stop, None, None]
         return _checked_positions((1 - t) * a + t * b, self.paths[0])
 
