@@ -12,8 +12,8 @@ def parse_shape(text: str) -> tuple[int, int, int]:
 
     try:
         return as_grid_shape(text, "--shape")
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+    except ValueError as error:  # argparse names the option itself
+        raise argparse.ArgumentTypeError(str(error).split(": ", 1)[1]) from None
 
 
 def positive_float(text: str) -> float:

@@ -1,5 +1,6 @@
 """Ensemble rendering through real Dask schedulers and workers into real zarr stores."""
 
+import functools
 import json
 import os
 import subprocess
@@ -38,15 +39,21 @@ def client():
         yield dask_client
 
 
-def direct_render(positions, atomic_numbers, shape, voxel_size):
-    """The core's jitted render of one conformation, as a notebook user would call it."""
+@functools.lru_cache(maxsize=4)
+def _jitted_render(shape, voxel_size):
     import jax
 
+    render = GaussianMixtureRenderFn(shape, voxel_size)
+    return jax.jit(lambda v: render(v))
+
+
+def direct_render(positions, atomic_numbers, shape, voxel_size):
+    """The core's jitted render of one conformation, as a notebook user would call it
+    (conformations of one mixture share the compiled function)."""
     volume = GaussianMixtureVolume.from_tabulated_parameters(
         positions, PengScatteringFactorParameters(atomic_numbers)
     )
-    render = GaussianMixtureRenderFn(shape, voxel_size)
-    return np.asarray(jax.jit(lambda v: render(v))(volume))
+    return np.asarray(_jitted_render(tuple(shape), float(voxel_size))(volume))
 
 
 def centre_of(source):

@@ -13,7 +13,8 @@ def as_grid_shape(shape, name: str = "shape") -> tuple[int, int, int]:
     try:
         if isinstance(shape, str):
             shape = [int(p) for p in shape.split(",")]
-        shape = (shape,) * 3 if np.ndim(shape) == 0 else tuple(shape)
+        shape = tuple(shape) if np.ndim(shape) else (shape,)
+        shape = shape * 3 if len(shape) == 1 else shape
         if len(shape) == 3 and all(float(s) == int(s) for s in shape):
             shape = tuple(int(s) for s in shape)
             if min(shape) >= 1:
