@@ -33,8 +33,7 @@ import time
 import numpy as np
 
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-DATA = pathlib.Path(os.environ.get("CRYOENSEMBLE_SHARED", ROOT.parent / "shared")) / "data"
+from _common import DATA, machine_line, relative_l2
 
 
 def exact_reference(positions: np.ndarray, atomic_numbers: np.ndarray, shape, voxel_size) -> np.ndarray:
@@ -65,11 +64,6 @@ def host_cpu_seconds() -> dict:
     ticks = os.sysconf("SC_CLK_TCK")
     user, nice, system, idle, iowait = (int(x) / ticks for x in fields[:5])
     return {"user": user + nice, "system": system, "iowait": iowait, "idle": idle}
-
-
-def relative_l2(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 def loop_renderer(shape, voxel_size, atomic_numbers, use_cryojax: bool):
@@ -155,7 +149,10 @@ def main(argv=None):
     from distributed import Client
 
     import cryoensemble
-    from cryoensemble.distributed import make_local_cluster, render_ensemble
+    import dask.config
+
+    from cryoensemble.distributed import make_local_cluster, plan_render, render_ensemble, run_plan
+    from cryoensemble.store import open_store
     from cryoensemble.distributed.ensemble import default_batch_size
     from cryoensemble.sources import CycledSource, TrajectorySource
 
@@ -164,7 +161,7 @@ def main(argv=None):
     dims = TrajectorySource(DATA / "adk.psf", DATA / "adk_dims.dcd")
     results = {"machine": platform.platform(), "cpus": os.cpu_count(), "shape": shape,
                "frames": args.frames, "version": cryoensemble.__version__}
-    print(f"# {platform.platform()}, {os.cpu_count()} CPUs, cryoensemble {cryoensemble.__version__}")
+    print(machine_line())
 
     loop_fps = None
     if not args.no_loop:
@@ -196,11 +193,12 @@ def main(argv=None):
                     client=client, overwrite=True, batch_size=batch, dtype=args.dtype)
     cpu_before = host_cpu_seconds()
     start = time.perf_counter()
-    dataset = render_ensemble(source, shape=shape, voxel_size=args.voxel_size, store=store,
-                              client=client, batch_size=batch, dtype=args.dtype)
+    report = run_plan(plan_render(source, shape=shape, voxel_size=args.voxel_size, store=store,
+                                  batch_size=batch, dtype=args.dtype), client)
     elapsed = time.perf_counter() - start
+    dataset = open_store(store)
     cpu = {k: (v - cpu_before.get(k, 0.0)) / elapsed for k, v in host_cpu_seconds().items()}
-    tasks = render_ensemble.last_task_results
+    tasks = report.task_results
     client.close()
     cluster.close()
     fps = args.frames / elapsed
@@ -216,7 +214,7 @@ def main(argv=None):
     results["ensemble"] = {"fps": fps, "error": error, "workers": n_workers, "slots": slots,
                            "batch_size": batch, "startup_s": startup, "store_bytes": size,
                            "per_volume_ms": per_volume, "to_host_gb_s": copy_rate,
-                           "d2h": os.environ.get("CRYOENSEMBLE_D2H", "pinned") if args.gpus else "cpu"}
+                           "d2h": dask.config.get("cryoensemble.device-to-host") if args.gpus else "cpu"}
 
     kind = (f"{args.gpus} GPU(s), {n_workers} processes x {slots // n_workers} tasks"
             if args.gpus else f"{n_workers} CPU worker(s)")

@@ -12,7 +12,6 @@ bit for bit on CPU (tests/test_ensemble.py), so no separate error is computed he
 """
 
 import argparse
-import os
 import pathlib
 import shutil
 import tempfile
@@ -21,8 +20,7 @@ import time
 import numpy as np
 
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-DATA = pathlib.Path(os.environ.get("CRYOENSEMBLE_SHARED", ROOT.parent / "shared")) / "data"
+from _common import DATA, machine_line
 
 
 def lattice_vectors(pdb_path: pathlib.Path) -> np.ndarray:
@@ -49,7 +47,7 @@ def main(argv=None):
 
     from distributed import Client
 
-    from cryoensemble.distributed import make_local_cluster, render_ensemble
+    from cryoensemble.distributed import make_local_cluster, plan_render, run_plan
     from cryoensemble.sources import TiledSource, TrajectorySource
 
     unit = TrajectorySource(DATA / "adk_oplsaa.pdb", DATA / "adk_oplsaa.xtc", frames="0:1")
@@ -64,17 +62,17 @@ def main(argv=None):
         with Client(cluster) as client:
             workers = len(client.scheduler_info()["workers"])
             start = time.perf_counter()
-            render_ensemble(source, shape=shape, voxel_size=args.voxel_size,
-                            store=f"{workdir}/large.zarr", client=client,
-                            n_batches=args.n_batches)
+            plan = plan_render(source, shape=shape, voxel_size=args.voxel_size,
+                               store=f"{workdir}/large.zarr", n_batches=args.n_batches)
+            results = run_plan(plan, client).task_results
             elapsed = time.perf_counter() - start
-            results = render_ensemble.last_task_results
     finally:
         cluster.close()
     slabs = [r for r in _flatten(results) if "z0" in r]
     rss = max(r["peak_rss_mib"] for r in slabs)
     device = [r["peak_device_mib"] for r in slabs if r.get("peak_device_mib") is not None]
     atoms = max(r["atoms"] for r in slabs)
+    print(machine_line())
     print(f"# {source.n_atoms:,} atoms ({copies} images of {unit.n_atoms:,}), grid "
           f"{args.shape}^3 at {args.voxel_size} A, {args.n_batches} z-slabs, {workers} workers "
           f"({'GPU' if args.gpus else 'CPU'})")

@@ -17,24 +17,11 @@ For the AdK DIMS frames at a given grid, measures separately:
 
 import argparse
 import os
-import pathlib
-import time
 
 import numpy as np
 
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-DATA = pathlib.Path(os.environ.get("CRYOENSEMBLE_SHARED", ROOT.parent / "shared")) / "data"
-
-
-def timed(fn, repeats=5):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+from _common import DATA, machine_line, timed
 
 
 def cryojax_batched_rate(positions, atomic_numbers, shape, batch: int, repeats: int) -> None:
@@ -71,8 +58,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     import jax
+    import dask.config
+
     from cryoensemble.distributed import tasks
-    from cryoensemble.simulator import gaussian_kernels
     from cryoensemble.sources import CycledSource, TrajectorySource
 
     shape = (args.shape,) * 3
@@ -82,22 +70,20 @@ def main(argv=None):
     spec = tasks.RenderSpec(shape, 1.0, 1e-6, args.batch, (0.0, 0.0, 0.0), 0.0, "")
     plan = tasks.support_plan(source, spec)
     radius = plan.radius
-    everything = [np.ones(n, bool) for n, _, _ in plan.groups]
+    everything = np.ones(plan.amplitudes.shape[0], bool)
     *padded, groups = tasks._select(positions[:, plan.order], plan, everything)
     device_inputs = [jax.device_put(x) for x in padded]
+    print(machine_line())
     print(f"# device {jax.devices()[0]}, jax {jax.__version__}, grid {args.shape}^3, "
           f"batch {args.batch}, support groups (atoms, radius A, k): {groups}")
 
     for scatter in ("auto", "voxels", "rows", "windows"):
-        gaussian_kernels.SCATTER = scatter
-        tasks.batch_renderer.cache_clear()
-        run = tasks.batch_renderer(shape, 1.0, groups)
+        run = tasks.batch_renderer(shape, 1.0, groups, scatter=scatter)
         seconds = timed(lambda: run(*device_inputs, 0).block_until_ready(), args.repeats)
         print(f"render ({scatter} scatter): {args.batch / seconds:9.1f} frames/s  "
               f"({seconds / args.batch * 1e3:.3f} ms/frame)")
-    gaussian_kernels.SCATTER = "auto"
     cryojax_batched_rate(positions, source.atomic_numbers, shape, args.batch, args.repeats)
-    tasks.batch_renderer.cache_clear()
+    tasks.worker_state().renderers.clear()
     before = tasks.compile_count()
     run = tasks.batch_renderer(shape, 1.0, groups)
     volumes = run(*device_inputs, 0)
@@ -141,9 +127,9 @@ def main(argv=None):
         except Exception as error:  # noqa: BLE001 - report, go on
             print(f"pinned_host: {type(error).__name__}: {error}")
     for mode in ("pinned", "async"):
-        os.environ["CRYOENSEMBLE_D2H"] = mode
-        print(f"device->host tasks.host_pieces ({mode}, {tasks._PIECE_BYTES >> 20} MiB pieces): "
-              f"{rate(lambda out: list(tasks.host_pieces(out, out.shape[0])))}")
+        with dask.config.set({"cryoensemble.device-to-host": mode}):
+            print(f"device->host tasks.host_pieces ({mode}, {tasks._PIECE_BYTES >> 20} MiB "
+                  f"pieces): {rate(lambda out: list(tasks.host_pieces(out, out.shape[0])))}")
     half = jax.jit(lambda *a: run(*a).astype(jax.numpy.float16))
     seconds = timed(lambda: np.asarray(half(*device_inputs, 0)), args.repeats)
     print(f"device->host float16 (half the bytes): render+copy {seconds * 1e3:.1f} ms")

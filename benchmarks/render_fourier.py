@@ -51,6 +51,8 @@ import time
 
 import numpy as np
 
+from _common import REFERENCE, relative_l2
+
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHAPE = (96, 96, 96)
@@ -59,10 +61,7 @@ GOLDEN_NAME = "adk_closed_cubic96_1.0A_noB.npz"
 
 
 def default_golden() -> pathlib.Path:
-    for root in (REPO.parent / "shared", REPO / "shared"):
-        if (root / "reference" / GOLDEN_NAME).is_file():
-            return root / "reference" / GOLDEN_NAME
-    return REPO.parent / "shared" / "reference" / GOLDEN_NAME
+    return REFERENCE / GOLDEN_NAME
 
 
 def load_atoms(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
@@ -158,11 +157,6 @@ def run_worker(kind: str, b_factor: float, args, env_extra=None) -> tuple[dict, 
 # --------------------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------------------
-
-
-def relative_l2(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 def main() -> None:

@@ -8,15 +8,12 @@ import time
 
 def parse_shape(text: str) -> tuple[int, int, int]:
     """`N` or `NZ,NY,NX` to a grid shape."""
+    from .coordinates import as_grid_shape
+
     try:
-        parts = [int(p) for p in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--shape: expected N or NZ,NY,NX; got {text!r}") from None
-    if len(parts) == 1:
-        parts *= 3
-    if len(parts) != 3 or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"--shape: expected N or NZ,NY,NX; got {text!r}")
-    return tuple(parts)
+        return as_grid_shape(text, "--shape")
+    except ValueError as error:  # argparse names the option itself
+        raise argparse.ArgumentTypeError(str(error).split(": ", 1)[1]) from None
 
 
 def positive_float(text: str) -> float:
@@ -134,6 +131,7 @@ def _info(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .distributed import RENDERERS
 
     parser = argparse.ArgumentParser(prog="cryoensemble", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -163,8 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--select", default="all", help="MDAnalysis atom selection")
     render.add_argument("--morph", type=int, metavar="N", help="morph two inputs in N steps")
     render.add_argument("--weights", help="CSV of file,weight for structure-file inputs")
-    render.add_argument("--renderer", choices=["gaussian", "fft"], default="gaussian",
-                        help="gaussian: exact voxel averages; fft: band-limited (NUFFT)")
+    render.add_argument("--renderer", choices=list(RENDERERS), default="gaussian",
+                        help="; ".join(f"{r.name}: {r.description}" for r in RENDERERS.values()))
     render.add_argument("--b-factor", type=float, default=0.0, help="extra B for every atom, A^2")
     render.add_argument("--batch-size", type=int, help="conformations per task (default: auto)")
     render.add_argument("--n-batches", type=int, default=1, help="split each volume's atoms")
@@ -182,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="describe a store")
     info.add_argument("store")
     info.set_defaults(run=_info)
+
+    from .particles._cli import add_parsers as add_particle_parsers
+
+    add_particle_parsers(commands)
     return parser
 
 

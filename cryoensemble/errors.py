@@ -19,3 +19,7 @@ class ElementInferenceError(StructureReadError):
 
 class BatchOptionsError(CryoEnsembleError, ValueError):
     """An invalid `batch_options` entry."""
+
+
+class EnsembleSourceError(CryoEnsembleError, ValueError):
+    """A source whose conformations cannot be rendered together."""

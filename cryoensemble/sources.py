@@ -8,22 +8,17 @@ All conformations of a source hold the same atoms, in the same order.
 """
 
 import csv
-import functools
 import glob
 import hashlib
 import os
-import threading
 from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
 from jaxtyping import Float, Int
 
-from .errors import CryoEnsembleError
-
-
-class EnsembleSourceError(CryoEnsembleError, ValueError):
-    """A source whose conformations cannot be rendered together."""
+from .errors import EnsembleSourceError
+from .io import TrajectoryReader, read_atomic_model, trajectory_elements
 
 
 def file_sha256(path: str) -> str:
@@ -64,9 +59,33 @@ class AbstractEnsembleSource(ABC):
         """Files the conformations are read from (hashed into the store's attributes)."""
         return []
 
+    def mixture(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The (amplitudes, variances) in A and A^2, `(n_atoms, n_gaussians)`, that every
+        conformation shares, for sources that carry their own; None (the default) for
+        tabulated atoms, rendered from `atomic_numbers` with Peng et al. (1996)."""
+        return None
+
     @property
     def n_atoms(self) -> int:
         return int(len(self.atomic_numbers))
+
+    # Models parsed from structure files, kept per source object (a few), never pickled:
+    # each worker parses what its tasks read.
+    _MODELS_KEPT = 8
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_models"}
+
+    def _read_model(self, path: str, model_index):
+        """The atomic model of `path` (all models if `model_index` is None) with the
+        source's atom `selection`."""
+        models = self.__dict__.setdefault("_models", {})
+        key = (path, model_index)
+        if key not in models:
+            if len(models) >= self._MODELS_KEPT:
+                models.pop(next(iter(models)))
+            models[key] = read_atomic_model(path, model_index=model_index, **dict(self.selection))
+        return models[key]
 
     def _check_range(self, start: int, stop: int) -> None:
         if not (0 <= start < stop <= len(self)):
@@ -77,13 +96,6 @@ def _checked_positions(positions: np.ndarray, where: str) -> np.ndarray:
     if not np.all(np.isfinite(positions)):
         raise EnsembleSourceError(f"{where}: atom coordinates contain NaN or infinity")
     return np.ascontiguousarray(positions, dtype=np.float32)
-
-
-@functools.lru_cache(maxsize=8)
-def _cached_model(path: str, model_index, selection: tuple):
-    from .io.structures import read_atomic_model
-
-    return read_atomic_model(path, model_index=model_index, **dict(selection))
 
 
 def _selection(loads_hydrogens, loads_waters, loads_hetero) -> tuple:
@@ -107,7 +119,7 @@ class MultiModelSource(AbstractEnsembleSource):
     def __init__(self, path, *, loads_hydrogens=True, loads_waters=True, loads_hetero=True):
         self.path = os.path.abspath(os.fspath(path))
         self.selection = _selection(loads_hydrogens, loads_waters, loads_hetero)
-        model = _cached_model(self.path, None, self.selection)
+        model = self._read_model(self.path, None)
         self.atomic_numbers = model.atomic_numbers
         self.model_numbers = model.model_numbers
 
@@ -117,7 +129,7 @@ class MultiModelSource(AbstractEnsembleSource):
     def read(self, start, stop):
         self._check_range(start, stop)
         return _checked_positions(
-            _cached_model(self.path, None, self.selection).positions[start:stop], self.path
+            self._read_model(self.path, None).positions[start:stop], self.path
         )
 
     def labels(self):
@@ -204,7 +216,7 @@ class StructureFilesSource(AbstractEnsembleSource):
         return values
 
     def _model(self, i):
-        model = _cached_model(self.paths[i], self.model_index, self.selection)
+        model = self._read_model(self.paths[i], self.model_index)
         reference = getattr(self, "atomic_numbers", model.atomic_numbers)
         if not np.array_equal(model.atomic_numbers, reference):
             raise EnsembleSourceError(
@@ -257,49 +269,6 @@ def parse_frames(text: str | None) -> slice:
     return slice(*values)
 
 
-# MDAnalysis readers hold a cursor: threads of one worker (GPU workers run several tasks
-# at once) must not move it under each other.
-_READ_LOCKS: dict = {}
-_READ_LOCKS_GUARD = threading.Lock()
-
-
-def _read_lock(key) -> threading.Lock:
-    with _READ_LOCKS_GUARD:
-        return _READ_LOCKS.setdefault(key, threading.Lock())
-
-
-@functools.lru_cache(maxsize=4)
-def _universe(topology: str, trajectories: tuple):
-    try:
-        import MDAnalysis
-    except ImportError:
-        raise ImportError(
-            "Trajectories need MDAnalysis: pip install 'cryoensemble[md]'"
-        ) from None
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return MDAnalysis.Universe(topology, *trajectories)
-
-
-def _trajectory_elements(atoms) -> np.ndarray:
-    """Atomic numbers of MDAnalysis atoms; 0 for massless virtual sites."""
-    import gemmi
-
-    from .io.structures import infer_element
-
-    try:
-        symbols = [str(e).strip() for e in atoms.elements]
-    except Exception:
-        symbols = [""] * len(atoms)
-    numbers = []
-    for symbol, name, residue in zip(symbols, atoms.names, atoms.resnames):
-        element = symbol.capitalize() if symbol else infer_element(name, residue)
-        numbers.append(0 if element is None else gemmi.Element(element).atomic_number)
-    return np.asarray(numbers, dtype=np.int64)
-
-
 class TrajectorySource(AbstractEnsembleSource):
     """Frames of an MD trajectory, read through MDAnalysis (extra `md`).
 
@@ -322,12 +291,12 @@ class TrajectorySource(AbstractEnsembleSource):
                 raise EnsembleSourceError(f"{path}: no such file")
         self.selection = selection
         frames = parse_frames(frames) if isinstance(frames, (str, type(None))) else frames
-        universe = self._universe()
+        self.reader = TrajectoryReader(self.topology, self.trajectories, selection)
+        universe = self.reader.universe()
         self.frame_indices = np.arange(universe.trajectory.n_frames)[frames]
         if len(self.frame_indices) == 0:
             raise EnsembleSourceError(f"{self.trajectories[0]}: no frames selected by {frames}")
-        atoms = self._atoms(universe)
-        numbers = _trajectory_elements(atoms)
+        numbers = trajectory_elements(self.reader.atoms())
         self.atom_mask = numbers > 0
         self.atomic_numbers = numbers[self.atom_mask]
         if self.atomic_numbers.size == 0:
@@ -337,29 +306,12 @@ class TrajectorySource(AbstractEnsembleSource):
         t0 = float(universe.trajectory[0].time) if universe.trajectory.n_frames else 0.0
         self.times_ps = t0 + dt * self.frame_indices
 
-    def _universe(self):
-        return _universe(self.topology, self.trajectories)
-
-    def _atoms(self, universe):
-        try:
-            return universe.select_atoms(self.selection)
-        except Exception as error:
-            raise EnsembleSourceError(
-                f"selection {self.selection!r}: {str(error).splitlines()[0]}"
-            ) from None
-
     def __len__(self):
         return len(self.frame_indices)
 
     def read(self, start, stop):
         self._check_range(start, stop)
-        out = np.empty((stop - start, int(self.atom_mask.sum()), 3), np.float32)
-        with _read_lock((self.topology, self.trajectories)):
-            universe = self._universe()
-            atoms = self._atoms(universe)
-            for row, frame in enumerate(self.frame_indices[start:stop]):
-                universe.trajectory[int(frame)]
-                out[row] = atoms.positions[self.atom_mask]
+        out = self.reader.read(self.frame_indices[start:stop], self.atom_mask)
         return _checked_positions(out, self.trajectories[0])
 
     def labels(self):
@@ -393,7 +345,7 @@ class MorphSource(AbstractEnsembleSource):
             raise EnsembleSourceError(f"MorphSource: n_conformations must be >= 2; got {n_conformations}")
         self.paths = (os.path.abspath(os.fspath(start)), os.path.abspath(os.fspath(end)))
         self.selection = _selection(loads_hydrogens, loads_waters, loads_hetero)
-        a, b = (_cached_model(p, 0, self.selection) for p in self.paths)
+        a, b = (self._read_model(p, 0) for p in self.paths)
         if not np.array_equal(a.atomic_numbers, b.atomic_numbers):
             raise EnsembleSourceError(
                 f"{self.paths[1]}: atoms differ from {self.paths[0]} "
@@ -407,7 +359,7 @@ class MorphSource(AbstractEnsembleSource):
 
     def read(self, start, stop):
         self._check_range(start, stop)
-        a, b = (_cached_model(p, 0, self.selection).positions[0] for p in self.paths)
+        a, b = (self._read_model(p, 0).positions[0] for p in self.paths)
         t = self.labels()["morph_t"][start:stop, None, None]
         return _checked_positions((1 - t) * a + t * b, self.paths[0])
 

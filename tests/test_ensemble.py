@@ -1,8 +1,8 @@
 """Ensemble rendering through real Dask schedulers and workers into real zarr stores."""
 
+import functools
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -11,13 +11,15 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from conftest import DATA, relative_l2
+from helpers import DATA, relative_l2
 from cryoensemble.constants import PengScatteringFactorParameters
-from cryoensemble.distributed import render_ensemble
-from cryoensemble.simulator import GaussianMixtureRenderFn, GaussianMixtureVolume
-from cryoensemble.simulator.perturbed_volume import PositionJitteredVolume
+from cryoensemble.distributed import plan_render, render_ensemble, run_plan
+from cryoensemble.simulator import (
+    GaussianMixtureRenderFn,
+    GaussianMixtureVolume,
+    PositionJitteredVolume,
+)
 from cryoensemble.sources import (
-    EnsembleSourceError,
     MorphSource,
     MultiModelSource,
     ParametrizationSource,
@@ -37,18 +39,21 @@ def client():
         yield dask_client
 
 
-def direct_render(positions, atomic_numbers, shape, voxel_size):
-    """The core's jitted render of one conformation, as a notebook user would call it."""
+@functools.lru_cache(maxsize=4)
+def _jitted_render(shape, voxel_size):
     import jax
 
+    render = GaussianMixtureRenderFn(shape, voxel_size)
+    return jax.jit(lambda v: render(v))
+
+
+def direct_render(positions, atomic_numbers, shape, voxel_size):
+    """The core's jitted render of one conformation, as a notebook user would call it
+    (conformations of one mixture share the compiled function)."""
     volume = GaussianMixtureVolume.from_tabulated_parameters(
         positions, PengScatteringFactorParameters(atomic_numbers)
     )
-    order, groups = GaussianMixtureRenderFn(shape, voxel_size).support_plan(volume)
-    order = np.arange(len(atomic_numbers)) if order is None else order
-    render = GaussianMixtureRenderFn(shape, voxel_size, support_groups=groups)
-    a, v = volume.amplitudes[order], volume.variances[order]
-    return np.asarray(jax.jit(lambda p: render(GaussianMixtureVolume(p, a, v)))(positions[order]))
+    return np.asarray(_jitted_render(tuple(shape), float(voxel_size))(volume))
 
 
 def centre_of(source):
@@ -87,8 +92,8 @@ def test_trajectory_end_to_end_resume_and_repair(client, tmp_path):
 
     # Rerun: nothing to render, nothing rewritten.
     before = {f: os.stat(f).st_mtime_ns for i in range(98) for f in potential_chunk_files(store, i)}
-    render_ensemble(source, shape=shape, voxel_size=voxel_size, store=store, client=client)
-    assert render_ensemble.last_task_results == []
+    arguments = dict(shape=shape, voxel_size=voxel_size, store=store)
+    assert run_plan(plan_render(source, **arguments), client).task_results == []
     after = {f: os.stat(f).st_mtime_ns for f in before}
     assert before == after
 
@@ -98,9 +103,7 @@ def test_trajectory_end_to_end_resume_and_repair(client, tmp_path):
             os.remove(path)
     plan = render_ensemble(source, shape=shape, voxel_size=voxel_size, store=store, dry_run=True)
     assert plan.n_done == 96
-    render_ensemble(source, shape=shape, voxel_size=voxel_size, store=store, client=client)
-    rendered = sorted(i for r in render_ensemble.last_task_results for i in range(r["start"], r["stop"]))
-    assert rendered == [7, 61]
+    assert run_plan(plan, client).rendered == [7, 61]
     restored = xr.open_zarr(store)["potential"].values
     np.testing.assert_array_equal(restored, stored)
 
@@ -152,15 +155,6 @@ def test_files_with_weights_morph_and_float16(client, tmp_path):
         assert relative_l2(stack["potential"][index].values, expected) <= 1e-6
     assert relative_l2(dataset["potential"][0].values.astype(np.float32),
                        stack["potential"][0].values) <= 1e-3  # float16 rounding
-
-
-def test_sources_refuse_mismatched_atoms(tmp_path):
-    with pytest.raises(EnsembleSourceError, match="atoms differ"):
-        StructureFilesSource([DATA / "adk_closed.pdb", DATA / "1uao.pdb"]).read(0, 2)
-    with pytest.raises(EnsembleSourceError, match="atoms differ"):
-        MorphSource(DATA / "adk_closed.pdb", DATA / "8zpm.cif", 3)
-    with pytest.raises(EnsembleSourceError, match="no files match"):
-        StructureFilesSource([str(tmp_path / "*.pdb")])
 
 
 def test_stochastic_parametrization(client, tmp_path):
@@ -270,10 +264,9 @@ def test_chunk_files_written_directly_match_zarr(tmp_path):
 
 
 def test_fft_renderer_through_dask(client, tmp_path):
-    import jax
 
     from cryoensemble.simulator import FFTAtomRenderFn, IndependentAtomVolume
-    from cryoensemble.simulator.independent_atom_volume import split_atoms_by_element
+    from cryoensemble.simulator import split_atoms_by_element
 
     source = MultiModelSource(DATA / "nmr_neopetrosiamide.pdb")
     dataset = render_ensemble(source, shape=32, voxel_size=1.5, store=str(tmp_path / "f.zarr"),
@@ -293,16 +286,15 @@ def test_fft_renderer_through_dask(client, tmp_path):
                         client=client, renderer="fft", n_batches=2)
 
 
-def test_tiled_and_cycled_sources():
-    from cryoensemble.sources import CycledSource, TiledSource
+def test_cluster_tuning_reaches_the_workers_through_dask_config():
+    """`cryoensemble.codec-threads` as the cluster sets it is what each worker process
+    reads (its defaults come from the package's cryoensemble.yaml)."""
+    import dask.config
+    from distributed import Client
 
-    unit = StructureFilesSource([DATA / "adk_closed.pdb", DATA / "adk_open.pdb"])
-    tiled = TiledSource(unit, (1, 2, 1), np.diag([100.0, 90.0, 80.0]))
-    positions = tiled.read(0, 2)
-    assert positions.shape == (2, 2 * unit.n_atoms, 3) and tiled.n_atoms == 2 * unit.n_atoms
-    np.testing.assert_allclose(positions[:, unit.n_atoms:], unit.read(0, 2) + [0.0, 90.0, 0.0], atol=1e-4)
-    cycled = CycledSource(unit, 5)
-    np.testing.assert_array_equal(cycled.read(1, 4), unit.read(0, 2)[[1, 0, 1]])
-    np.testing.assert_array_equal(cycled.labels()["origin"], [0, 1, 0, 1, 0])
-    with pytest.raises(EnsembleSourceError, match="copies"):
-        TiledSource(unit, (0, 1, 1), np.eye(3))
+    from cryoensemble.distributed import make_local_cluster
+
+    assert dask.config.get("cryoensemble.device-to-host") == "pinned"
+    with make_local_cluster(n_workers=1, codec_threads=3) as cluster, Client(cluster) as client:
+        seen = client.run(lambda: dask.config.get("cryoensemble.codec-threads"))
+    assert list(seen.values()) == [3]

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import cryoensemble.simulator.nufft as nufft
-from conftest import GOLDEN, relative_l2
+import cryoensemble.ndimage.nufft as nufft
+from helpers import GOLDEN, relative_l2
 from cryoensemble.constants import LobatoScatteringFactorParameters, PengScatteringFactorParameters
 from cryoensemble.errors import UnsupportedElementError
 from cryoensemble.ndimage import (

@@ -2,22 +2,22 @@
 
 import warnings
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import GOLDEN, direct_voxel_average, relative_l2
+from helpers import GOLDEN, direct_voxel_average, relative_l2
 from cryoensemble.constants import PengScatteringFactorParameters
 from cryoensemble.errors import BatchOptionsError
-from cryoensemble.simulator import gaussian_kernels
 from cryoensemble.simulator import (
     AxisAnglePose,
     EulerAnglePose,
     GaussianMixtureRenderFn,
     GaussianMixtureVolume,
     QuaternionPose,
+    SupportPlan,
+    atoms_touching_planes,
 )
 
 
@@ -89,10 +89,9 @@ def test_matches_float64_direct_sum(x64):
 
 
 @pytest.fixture(params=["rows", "windows", "voxels"])
-def scatter(request, monkeypatch):
+def scatter(request):
     """Each way of accumulating the windows; the default picks "voxels" on GPUs and
     "rows" elsewhere, so the CPU suite checks the GPU one here."""
-    monkeypatch.setattr(gaussian_kernels, "SCATTER", request.param)
     return request.param
 
 
@@ -103,7 +102,8 @@ def test_every_scatter_matches_the_float64_direct_sum(x64, scatter):
     shape, voxel_size = (17, 20, 23), 0.7
     reference = direct_voxel_average(positions, amplitudes, variances, shape, voxel_size)
     volume = GaussianMixtureVolume(positions, amplitudes, variances)
-    render = GaussianMixtureRenderFn(shape, voxel_size, batch_options={"n_batches": 3})
+    render = GaussianMixtureRenderFn(shape, voxel_size, batch_options={"n_batches": 3},
+                                     scatter=scatter)
     assert relative_l2(render(volume), reference) <= 1e-11
     slab = render.render_slab(volume, 5, 7)
     assert relative_l2(slab, reference[5:12]) <= 1e-11
@@ -214,7 +214,7 @@ def test_slabs_equal_the_whole_volume_bitwise():
     """Bit for bit on CPU; GPU scatters add in no fixed order, so there to float rounding."""
     volume, render, _ = golden_case("zyx80x96x112_bfactors")
     whole = np.asarray(render(volume))
-    assert len(render.support_plan(volume)[1]) > 1  # several window sizes in play
+    assert len(render.plan_for(volume).groups) > 1  # several window sizes in play
     for z0, size in ((0, 13), (13, 40), (53, 27)):
         slab = np.asarray(render.render_slab(volume, z0, size))
         if jax.default_backend() == "cpu":
@@ -229,7 +229,8 @@ def test_support_groups_follow_each_atoms_width():
     variances[:3] *= 8.0  # three broad atoms
     volume = GaussianMixtureVolume(positions, amplitudes, variances)
     render = GaussianMixtureRenderFn((24, 24, 24), 1.0)
-    order, groups = render.support_plan(volume)
+    plan = render.plan_for(volume)
+    order, groups = plan.order, plan.groups
     assert len(groups) >= 2 and groups[-1][0] <= 3 < sum(g[0] for g in groups)
     assert set(order[-groups[-1][0]:]) <= {0, 1, 2}
     uniform = GaussianMixtureRenderFn((24, 24, 24), 1.0, support_radius=groups[-1][1])
@@ -237,15 +238,85 @@ def test_support_groups_follow_each_atoms_width():
 
 
 def test_traced_variances_fall_back_to_exact_dense_path():
+    """A volume built inside jit from traced variances, with no plan held anywhere."""
     positions, amplitudes, variances = small_mixture(seed=1)
-    volume = GaussianMixtureVolume(positions, amplitudes, variances)
     render = GaussianMixtureRenderFn((16, 16, 16), 1.0)
-    eager = render(volume)
+    eager = render(GaussianMixtureVolume(positions, amplitudes, variances))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        jitted = eqx.filter_jit(render)(volume)
+        jitted = jax.jit(lambda p, a, v: render(GaussianMixtureVolume(p, a, v)))(
+            positions, amplitudes, variances)
     assert any("traced" in str(w.message) for w in caught)
     assert relative_l2(jitted, eager) <= 1e-5
+
+
+def _compiled_text(render, volume) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the dense fallback warns
+        return jax.jit(lambda v: render(v)).lower(volume).as_text()
+
+
+def test_jit_of_a_volume_built_outside_takes_the_local_path():
+    """cryojax users' own code: the renderer holds no plan, the volume is a jit argument.
+    The compiled graph is the local one (scatter-adds, no matrix products over the grid),
+    exactly the graph of a renderer holding the plan, and the numbers are the eager ones."""
+    volume, render, reference = golden_case("zyx80x96x112_bfactors")
+    text = _compiled_text(render, volume)
+    assert "scatter" in text and "dot_general" not in text
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dense = jax.jit(lambda p, a, v: render(GaussianMixtureVolume(p, a, v))).lower(
+            volume.positions, volume.amplitudes, volume.variances).as_text()
+    assert "dot_general" in dense and "scatter" not in dense  # the check can fail
+    held = render.for_volume(volume)
+    assert held.support_plan.groups == render.plan_for(volume).groups
+    assert _compiled_text(held, volume) == text
+    out = jax.jit(lambda v: render(v))(volume)
+    assert relative_l2(out, reference) <= 2e-6
+    assert relative_l2(out, render(volume)) <= 1e-6
+
+
+def test_volumes_of_one_mixture_share_the_compiled_render():
+    volume, render, _ = golden_case("cubic96")
+    jitted = jax.jit(lambda v: render(v))
+    jitted(volume)
+    moved = GaussianMixtureVolume(volume.positions + 1.0, volume.amplitudes + 0.0,
+                                  volume.variances + 0.0)  # new arrays, same values
+    jitted(moved)
+    assert jitted._cache_size() == 1
+
+
+def test_atoms_on_a_window_boundary_are_selected_as_the_kernel_adds_them():
+    """Atoms whose window starts a few float32 ulps either side of a plane boundary:
+    each one the selection takes adds something to the slab's planes, each one it leaves
+    out adds exactly nothing, and the slab from the selected atoms equals the same planes
+    of the whole volume bit for bit."""
+    shape, voxel_size, radius, (z0, z1) = (24, 24, 24), 0.85, 2.1, (10, 15)
+    k = SupportPlan.from_radius(1, radius, voxel_size).k_max
+    centre = shape[0] // 2
+    # Window start = z0 - k + 1 (first that meets z0) and z1 (first that misses z1).
+    boundaries = [(z0 - k + 1 - centre - 0.5) * voxel_size + radius,
+                  (z1 - centre - 0.5) * voxel_size + radius]
+    z = np.concatenate([
+        np.float32(b) + np.arange(-40, 41, dtype=np.float32) * np.spacing(np.float32(b))
+        for b in boundaries
+    ])
+    positions = np.zeros((len(z), 3), np.float32)
+    positions[:, 2] = z
+    render = GaussianMixtureRenderFn(shape, voxel_size, support_radius=radius)
+    plan = render.plan_for(GaussianMixtureVolume(positions, 1.0, 0.4))
+    mask = atoms_touching_planes(positions, shape, voxel_size, plan, z0, z1)
+    assert 0 < mask.sum() < len(mask)  # the boundaries do split these atoms
+    one = jax.jit(jax.vmap(lambda p: render.render_slab(
+        GaussianMixtureVolume(p[None], 1.0, 0.4), z0, z1 - z0)))
+    slabs = np.asarray(one(jnp.asarray(positions)))
+    added = np.abs(slabs).reshape(len(z), -1).max(axis=1) > 0
+    np.testing.assert_array_equal(added, mask)
+    volume = GaussianMixtureVolume(positions, 1.0, 0.4)
+    whole = np.asarray(render(volume))
+    selected = GaussianMixtureVolume(positions[mask], 1.0, 0.4)
+    slab = np.asarray(render.render_slab(selected, z0, z1 - z0))
+    np.testing.assert_array_equal(slab, whole[z0:z1])
 
 
 def test_jit_and_vmap_with_support_radius():
@@ -268,7 +339,7 @@ def test_gradients_match_finite_differences(x64, scatter):
     positions, amplitudes, variances = small_mixture(seed=4, n=3, g=2, extent=2.0)
     shape, voxel_size = (12, 12, 12), 0.9
     weights = np.random.default_rng(5).normal(size=shape)
-    render = GaussianMixtureRenderFn(shape, voxel_size, support_radius=8.0)
+    render = GaussianMixtureRenderFn(shape, voxel_size, support_radius=8.0, scatter=scatter)
 
     def loss(p, a, v):
         return jnp.sum(render(GaussianMixtureVolume(p, a, v)) * weights)

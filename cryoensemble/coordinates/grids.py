@@ -6,6 +6,24 @@ import numpy as np
 from jaxtyping import Array, Float
 
 
+def as_grid_shape(shape, name: str = "shape") -> tuple[int, int, int]:
+    """`N` or `(NZ, NY, NX)` (integers, or a string `"N"` / `"NZ,NY,NX"`) as a grid shape,
+    or a one-line ValueError naming `name`: the one place grid shapes are read."""
+    text = shape
+    try:
+        if isinstance(shape, str):
+            shape = [int(p) for p in shape.split(",")]
+        shape = tuple(shape) if np.ndim(shape) else (shape,)
+        shape = shape * 3 if len(shape) == 1 else shape
+        if len(shape) == 3 and all(float(s) == int(s) for s in shape):
+            shape = tuple(int(s) for s in shape)
+            if min(shape) >= 1:
+                return shape
+    except (TypeError, ValueError):
+        pass
+    raise ValueError(f"{name}: expected N or (NZ, NY, NX), positive integers; got {text!r}")
+
+
 def make_coordinate_axis(n: int, voxel_size: float) -> Float[np.ndarray, " n"]:
     """Voxel-centre coordinates along one axis, in A."""
     return (np.arange(n) - n // 2) * float(voxel_size)

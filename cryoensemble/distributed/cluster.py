@@ -4,6 +4,10 @@ import contextlib
 import logging
 import os
 
+import dask.config
+
+from . import config as _config
+
 
 # Each worker is one process with one JAX thread: Dask provides the parallelism, and JAX
 # must not grab all GPU memory up front (several workers may share a host).
@@ -36,12 +40,14 @@ def make_local_cluster(n_workers: int | None = None, gpus: int | None = None,
     from distributed import LocalCluster
 
     env = dict(WORKER_ENVIRONMENT, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"),
-               XLA_FLAGS=_CPU_XLA_FLAGS, CRYOENSEMBLE_CODEC_THREADS="1")
+               XLA_FLAGS=_CPU_XLA_FLAGS)
     kwargs.setdefault("dashboard_address", ":0")
-    return LocalCluster(
-        n_workers=n_workers or os.cpu_count(), threads_per_worker=1, processes=True, env=env,
-        **kwargs,
-    )
+    # Worker processes receive the dask config of the process that starts them.
+    with dask.config.set({"cryoensemble.codec-threads": codec_threads or _config.get("codec-threads")}):
+        return LocalCluster(
+            n_workers=n_workers or os.cpu_count(), threads_per_worker=1, processes=True,
+            env=env, **kwargs,
+        )
 
 
 def _gpu_cluster(gpus: int, processes_per_gpu: int | None = None,
@@ -49,24 +55,28 @@ def _gpu_cluster(gpus: int, processes_per_gpu: int | None = None,
                  **kwargs):
     """Worker processes that each see one GPU.
 
-    Rendering takes the device ~0.05 ms per volume; the host's work is compressing and
-    writing (a batch reaches pinned host memory at ~15-50 GB/s, `tasks.host_pieces`). So
-    by default every core runs one single-threaded worker process (the host's cores
-    divided among the GPUs), each encoding its own chunks. On an H100 host with 16
-    cores, 96^3 AdK volumes to zstd zarr: 16 processes x 1 task, 1214 volumes/s (9.8 cores
-    user, 1.6 system); 8 x 1 task x 2 codec threads, 714/s; 4 x 2 tasks x 4 codec threads,
-    521/s (blosc releases the GIL, but threads of one process compressing side by side
-    spent a third of the host in the kernel). `threads_per_process` > 1 runs several tasks
-    per process; `codec_threads` > 1 (CRYOENSEMBLE_CODEC_THREADS) gives each process a
-    pool of chunk-encoding threads, for hosts with fewer processes than cores. With one
-    process per GPU this is dask-cuda's `LocalCUDACluster` where installed; otherwise
-    distributed's SpecCluster.
+    Rendering takes the device a small fraction of a volume's time; the host's work is
+    compressing and writing (a batch reaches pinned host memory through the DMA engine,
+    `tasks.host_pieces`). So by default every core runs one single-threaded worker
+    process (the host's cores divided among the GPUs), each encoding its own chunks:
+    threads of one process compressing side by side spent much of the host in the
+    kernel (benchmarks/ensemble.py compares the layouts). `threads_per_process` > 1 runs
+    several tasks per process; `codec_threads` > 1 gives each process a pool of
+    chunk-encoding threads (`cryoensemble.codec-threads` in the workers' dask config),
+    for hosts with fewer processes than cores. With one process per GPU this is
+    dask-cuda's `LocalCUDACluster` where installed; otherwise distributed's SpecCluster.
     """
     cores = os.cpu_count() or 1
     processes_per_gpu = processes_per_gpu or max(1, cores // gpus)
     threads_per_process = threads_per_process or 1
     codec_threads = codec_threads or max(1, cores // (gpus * processes_per_gpu))
-    env = dict(WORKER_ENVIRONMENT, CRYOENSEMBLE_CODEC_THREADS=str(codec_threads))
+    env = dict(WORKER_ENVIRONMENT)
+    # Worker processes receive the dask config of the process that starts them.
+    with dask.config.set({"cryoensemble.codec-threads": codec_threads}):
+        return _gpu_workers(gpus, processes_per_gpu, threads_per_process, env, **kwargs)
+
+
+def _gpu_workers(gpus, processes_per_gpu, threads_per_process, env, **kwargs):
     if processes_per_gpu == 1:
         try:
             from dask_cuda import LocalCUDACluster

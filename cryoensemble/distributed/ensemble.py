@@ -8,34 +8,79 @@ in a tree.
 """
 
 import dataclasses
+import json
 import math
 import os
 import sys
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
 from .. import store as store_module
+from ..coordinates import as_grid_shape
 from ..sources import AbstractEnsembleSource, file_sha256
 from . import tasks
 from .cluster import connect
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class RenderPlan:
-    """What a render will do, for `--dry-run` and for the caller."""
+    """What a render will do, validated and sized once: printed by `--dry-run`, run by
+    `run_plan`.
 
-    store: str
-    n_conformations: int
-    n_done: int
-    n_tasks: int
-    batch_size: int
+    - `source`, `spec` (what each task needs), `layout` of the store, `split` and
+      `n_batches` (atoms split by z-slabs or atom groups), `todo` (the conformations
+      still to render; `auto_batch` if the batch size was sized from the workers),
+      `parameters` and `attributes` recorded in the store, `n_done` already there, the
+      largest support radius and window.
+    """
+
+    source: AbstractEnsembleSource
+    spec: tasks.RenderSpec
+    layout: store_module.StoreLayout
     split: str
     n_batches: int
+    todo: tuple
+    auto_batch: bool
+    parameters: dict
+    attributes: dict
+    n_done: int
     support_radius: float
     window: int
-    memory_per_task_bytes: int
-    layout: store_module.StoreLayout
+
+    @property
+    def store(self) -> str:
+        return self.spec.store
+
+    @property
+    def n_conformations(self) -> int:
+        return self.layout.n_conformations
+
+    @property
+    def batch_size(self) -> int:
+        return self.spec.batch_size
+
+    @property
+    def runs(self) -> tuple:
+        """`(start, stop)` of the conformations each task (or slab-split one) renders."""
+        return _runs(np.asarray(self.todo, np.int64), self.batch_size, self.n_batches)
+
+    def for_workers(self, n_workers: int) -> "RenderPlan":
+        """The plan with its batch size sized for `n_workers` tasks at once (unless given)."""
+        if not self.auto_batch or self.n_batches > 1:
+            return self
+        size = default_batch_size(len(self.todo), n_workers, int(np.prod(self.spec.shape)) * 4)
+        return dataclasses.replace(self, spec=dataclasses.replace(self.spec, batch_size=size))
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.runs) * (1 if self.n_batches == 1 else self.n_batches + 1)
+
+    @property
+    def memory_per_task_bytes(self) -> int:
+        volume_bytes = int(np.prod(self.spec.shape)) * 4
+        atoms_per_task = self.source.n_atoms / self.n_batches
+        return int(self.spec.batch_size * volume_bytes + atoms_per_task * self.window**3 * 4 * 1.5)
 
     def summary(self) -> str:
         todo = self.n_conformations - self.n_done
@@ -44,6 +89,7 @@ class RenderPlan:
             f"conformations    {self.n_conformations} ({self.n_done} already done, {todo} to render)",
             f"grid             {'x'.join(map(str, self.layout.shape))} {self.layout.dtype}, "
             f"chunks {self.layout.chunks}",
+            f"renderer         {tasks.RENDERERS[self.spec.renderer].description}",
             f"support          up to {self.support_radius:.2f} A ({self.window}^3 voxels per atom)",
             f"atom split       {self.split} x {self.n_batches}" if self.n_batches > 1 else
             f"batch            {self.batch_size} conformations per task",
@@ -51,6 +97,22 @@ class RenderPlan:
             f"memory per task  ~{self.memory_per_task_bytes / 2**20:.0f} MiB",
         ]
         return "\n".join(lines)
+
+    __str__ = summary
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderReport:
+    """What `run_plan` did: each task's result (ranges, timings, as the task returns it)."""
+
+    plan: RenderPlan
+    task_results: list
+
+    @property
+    def rendered(self) -> list[int]:
+        """The conformations rendered (whole-conformation tasks)."""
+        return sorted(i for r in self.task_results if "start" in r
+                      for i in range(r["start"], r["stop"]))
 
 
 def _centre(source: AbstractEnsembleSource, center) -> tuple[float, float, float]:
@@ -64,19 +126,142 @@ def _centre(source: AbstractEnsembleSource, center) -> tuple[float, float, float
     return tuple(float(c) for c in centre)
 
 
-def _shape(shape) -> tuple[int, int, int]:
-    shape = (shape,) * 3 if np.ndim(shape) == 0 else tuple(shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"shape: expected N or (NZ, NY, NX); got {shape}")
-    return tuple(int(s) for s in shape)
-
-
 def default_batch_size(n_todo: int, n_workers: int, volume_bytes: int) -> int:
     """Conformations per task: enough tasks to balance (~4 per worker), each holding at
     most ~256 MiB of volumes and at most 64 of them."""
     by_balance = max(1, n_todo // max(1, 4 * n_workers))
     by_memory = max(1, (256 * 2**20) // volume_bytes)
     return int(min(64, by_balance, by_memory))
+
+
+def _check_arguments(source, shape, voxel_size, dtype, renderer, split, n_batches, batch_size):
+    """One-line errors for arguments that cannot work, before anything is read or run."""
+    if not (math.isfinite(voxel_size) and voxel_size > 0):
+        raise ValueError(f"voxel_size: must be a finite number > 0 (A); got {voxel_size}")
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype: float32 or float16; got {dtype!r}")
+    if renderer not in tasks.RENDERERS:
+        raise ValueError(f"renderer: one of {list(tasks.RENDERERS)}; got {renderer!r}")
+    kind = tasks.RENDERERS[renderer]
+    if not kind.splits_atoms and n_batches > 1:
+        raise ValueError(f"renderer '{renderer}' renders whole volumes: no n_batches")
+    if kind.needs_tabulated_atoms and source.mixture() is not None:
+        raise ValueError(f"renderer '{renderer}' renders tabulated atoms: not a source "
+                         "with its own mixture")
+    if split not in ("slabs", "atoms"):
+        raise ValueError(f"split: 'slabs' or 'atoms'; got {split!r}")
+    if n_batches < 1:
+        raise ValueError(f"n_batches: must be >= 1; got {n_batches}")
+    if n_batches > 1 and split == "slabs" and n_batches > shape[0]:
+        raise ValueError(f"n_batches: {n_batches} slabs exceed the {shape[0]} z-planes")
+    if n_batches > 1 and split == "atoms" and n_batches > source.n_atoms:
+        raise ValueError(f"n_batches: {n_batches} atom groups exceed the {source.n_atoms} atoms")
+    if batch_size is not None and int(batch_size) < 1:
+        raise ValueError(f"batch_size: must be >= 1; got {batch_size}")
+
+
+def _store_records(source, spec, layout, plan) -> tuple[dict, dict]:
+    """The parameters a resumed store must match, and its descriptive attributes."""
+    inputs = {path: file_sha256(path) for path in source.input_files()}
+    renderer = tasks.RENDERERS[spec.renderer]
+    parameters = {
+        "shape": list(spec.shape), "voxel_size": spec.voxel_size, "dtype": layout.dtype,
+        "n_conformations": layout.n_conformations, "z_chunk": layout.z_chunk,
+        "renderer": renderer.store_parameters(spec.truncation),
+        "scattering_table": "peng1996" if source.mixture() is None else "source",
+        "extra_b_factor": spec.extra_b_factor, "centre": list(spec.centre),
+        "source": source.description(), "inputs_sha256": inputs,
+    }
+    attributes = {
+        "title": "cryoensemble potential stack",
+        "units": "A^-2 (potential), A (coordinates)",
+        "voxel_size_angstrom": spec.voxel_size,
+        "renderer": renderer.description,
+        "renderer_options": f"truncation={spec.truncation}, support radii (A) by window: "
+        + ", ".join(f"{n} atoms {r:.3f} (k={w})" for n, r, w in plan.groups),
+        "scattering_table": "Peng et al. (1996), from gemmi Element.c4322",
+        "input_files": list(inputs),
+        "conventions": "arrays [z, y, x]; voxel i at (i - n // 2) * voxel_size; positions "
+        "minus centre",
+    }
+    return parameters, attributes
+
+
+def _runs(todo: np.ndarray, batch_size: int, n_batches: int) -> tuple:
+    if n_batches == 1:
+        return tuple(_contiguous_batches(todo, batch_size))
+    return tuple((int(i), int(i) + 1) for i in todo)
+
+
+def plan_render(
+    source: AbstractEnsembleSource,
+    *,
+    shape,
+    voxel_size: float,
+    store: str | os.PathLike,
+    n_workers: int = 1,
+    batch_size: int | None = None,
+    n_batches: int = 1,
+    split: Literal["slabs", "atoms"] = "slabs",
+    dtype: Literal["float32", "float16"] = "float32",
+    extra_b_factor: float = 0.0,
+    center=True,
+    truncation: float = 1e-6,
+    renderer: str = "gaussian",
+) -> RenderPlan:
+    """Validate the arguments and plan the render (see `render_ensemble` for them);
+    `n_workers` is the number of tasks that run at once, for sizing batches."""
+    shape = as_grid_shape(shape)
+    voxel_size, n_batches = float(voxel_size), int(n_batches)
+    _check_arguments(source, shape, voxel_size, dtype, renderer, split, n_batches, batch_size)
+    # The one place a store path is normalised.
+    store = os.path.abspath(os.fspath(store))
+    spec = tasks.RenderSpec(shape, voxel_size, float(truncation), 1, _centre(source, center),
+                            float(extra_b_factor), store, renderer)
+    atoms = tasks.support_plan(source, spec)  # validates elements; workers derive the same
+    n = len(source)
+    z_slabs = n_batches if (n_batches > 1 and split == "slabs") else 1
+    layout = store_module.StoreLayout(
+        n, shape, dtype, store_module.choose_z_chunk(shape, dtype, z_slabs)
+    )
+    parameters, attributes = _store_records(source, spec, layout, atoms.support)
+    done = (
+        store_module.done_conformations(store, layout)
+        if store_module.read_parameters(store) == _json(parameters) else np.zeros(n, bool)
+    )
+    todo = tuple(int(i) for i in np.flatnonzero(~done))
+    plan = RenderPlan(source, spec, layout, split, n_batches, todo, batch_size is None,
+                      parameters, attributes, int(done.sum()), atoms.support.radius,
+                      atoms.support.k_max)
+    if batch_size is None:
+        return plan.for_workers(n_workers)
+    return dataclasses.replace(plan, spec=dataclasses.replace(
+        spec, batch_size=int(batch_size) if n_batches == 1 else 1))
+
+
+def run_plan(plan: RenderPlan, client, *, overwrite: bool = False,
+             progress: bool = False) -> RenderReport:
+    """Prepare the plan's store, build its graph and run it on `client`."""
+    store_module.prepare_store(plan.store, plan.layout, plan.parameters, plan.source.labels(),
+                               plan.attributes, overwrite)
+    runs = plan.runs
+    if overwrite:  # a replaced store starts empty
+        todo = np.flatnonzero(~store_module.done_conformations(plan.store, plan.layout))
+        runs = _runs(todo, plan.batch_size, plan.n_batches)
+    if not runs:
+        return RenderReport(plan, [])
+    futures = client.compute(_graph(plan, runs))
+    if progress:
+        from distributed import progress as show_progress
+
+        print(f"dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
+        show_progress(futures)
+        print(file=sys.stderr)
+    return RenderReport(plan, client.gather(futures))
+
+
+def _task_slots(client) -> int:
+    return sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
 
 
 def render_ensemble(
@@ -96,12 +281,15 @@ def render_ensemble(
     extra_b_factor: float = 0.0,
     center=True,
     truncation: float = 1e-6,
-    renderer: Literal["gaussian", "fft"] = "gaussian",
+    renderer: str = "gaussian",
     overwrite: bool = False,
     dry_run: bool = False,
     progress: bool = False,
 ):
     """Render every conformation of `source` into a zarr store; open it lazily.
+
+    Plan (`plan_render`) -> prepare the store, build the graph and run it (`run_plan`,
+    which returns what each task did) -> open the store.
 
     **Arguments:**
 
@@ -122,128 +310,29 @@ def render_ensemble(
       frame, or an (x, y, z) in A.
     - `truncation`: relative L2 bound of each atom's dropped tails (see
       `GaussianMixtureRenderFn`).
-    - `renderer`: `"gaussian"` (exact voxel averages) or `"fft"` (`FFTAtomRenderFn`:
-      band-limited, one NUFFT per element; see its docs for when each fits).
+    - `renderer`: a key of `RENDERERS`: `"gaussian"` (exact voxel averages) or `"fft"`
+      (`FFTAtomRenderFn`: band-limited, one NUFFT per element; see its docs for when
+      each fits).
     - `dry_run`: plan only; returns the `RenderPlan`.
     - `progress`: show a progress bar.
 
     **Returns:** the store as an `xarray.Dataset` (lazy), or the plan if `dry_run`.
     """
-    shape = _shape(shape)
-    voxel_size = float(voxel_size)
-    if not voxel_size > 0:
-        raise ValueError(f"voxel_size: must be > 0 (A); got {voxel_size}")
-    if dtype not in ("float32", "float16"):
-        raise ValueError(f"dtype: float32 or float16; got {dtype!r}")
-    if renderer not in ("gaussian", "fft"):
-        raise ValueError(f"renderer: 'gaussian' or 'fft'; got {renderer!r}")
-    if renderer == "fft" and (n_batches > 1 or hasattr(source, "mixture")):
-        raise ValueError("renderer 'fft' renders whole volumes of tabulated atoms: "
-                         "no n_batches, no parametrization sources")
-    if split not in ("slabs", "atoms"):
-        raise ValueError(f"split: 'slabs' or 'atoms'; got {split!r}")
-    if int(n_batches) < 1:
-        raise ValueError(f"n_batches: must be >= 1; got {n_batches}")
-    if n_batches > 1 and split == "slabs" and n_batches > shape[0]:
-        raise ValueError(f"n_batches: {n_batches} slabs exceed the {shape[0]} z-planes")
-    if n_batches > 1 and split == "atoms" and n_batches > source.n_atoms:
-        raise ValueError(f"n_batches: {n_batches} atom groups exceed the {source.n_atoms} atoms")
-    store = os.path.abspath(os.fspath(store))
-    n = len(source)
-
-    probe = tasks.RenderSpec(shape, voxel_size, float(truncation), 1, (0.0, 0.0, 0.0),
-                             float(extra_b_factor), store, renderer)
-    plan = tasks.support_plan(source, probe)  # validates elements; workers derive the same
-    radius, k = plan.radius, plan.k_max
-    centre = _centre(source, center)
-    z_slabs = n_batches if (n_batches > 1 and split == "slabs") else 1
-    layout = store_module.StoreLayout(
-        n, shape, dtype, store_module.choose_z_chunk(shape, dtype, z_slabs)
-    )
-
-    inputs = {path: file_sha256(path) for path in source.input_files()}
-    parameters = {
-        "shape": list(shape), "voxel_size": voxel_size, "dtype": dtype,
-        "n_conformations": n, "z_chunk": layout.z_chunk,
-        "renderer": ({"name": "gaussian", "truncation": truncation} if renderer == "gaussian"
-                     else {"name": "fft", "eps": 1e-6, "sampling_mode": "average"}),
-        "scattering_table": "peng1996" if not hasattr(source, "mixture") else "source",
-        "extra_b_factor": float(extra_b_factor), "centre": list(centre),
-        "source": source.description(), "inputs_sha256": inputs,
-    }
-    attributes = {
-        "title": "cryoensemble potential stack",
-        "units": "A^-2 (potential), A (coordinates)",
-        "voxel_size_angstrom": voxel_size,
-        "renderer": ("GaussianMixtureRenderFn (exact voxel averages)" if renderer == "gaussian"
-                     else "FFTAtomRenderFn (band-limited voxel averages, Peng)"),
-        "renderer_options": f"truncation={truncation}, support radii (A) by window: "
-        + ", ".join(f"{n} atoms {r:.3f} (k={w})" for n, r, w in plan.groups),
-        "scattering_table": "Peng et al. (1996), from gemmi Element.c4322",
-        "input_files": list(inputs),
-        "conventions": "arrays [z, y, x]; voxel i at (i - n // 2) * voxel_size; positions "
-        "minus centre",
-    }
-
-    volume_bytes = int(np.prod(shape)) * 4
-    done = (
-        store_module.done_conformations(store, layout)
-        if store_module.read_parameters(store) == _json(parameters) else np.zeros(n, bool)
-    )
-    todo = np.flatnonzero(~done)
-
-    with connect(client, scheduler_address, gpus, n_workers) if not dry_run else _null() as dask_client:
-        workers = (sum(w["nthreads"] for w in dask_client.scheduler_info()["workers"].values())
-                   if dask_client else (n_workers or os.cpu_count()))
-        if batch_size is None:
-            batch_size = default_batch_size(len(todo), workers, volume_bytes)
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size: must be >= 1; got {batch_size}")
-        batch_size = int(batch_size)
-        spec = dataclasses.replace(
-            probe, batch_size=batch_size if n_batches == 1 else 1, centre=centre
-        )
-        runs = _contiguous_batches(todo, batch_size) if n_batches == 1 else [(i, i + 1) for i in todo]
-        n_tasks = len(runs) * (1 if n_batches == 1 else n_batches + 1)
-        atoms_per_task = source.n_atoms / n_batches
-        plan = RenderPlan(
-            store, n, int(done.sum()), n_tasks, spec.batch_size, split, n_batches, radius, k,
-            int(spec.batch_size * volume_bytes + atoms_per_task * k**3 * 4 * 1.5), layout,
-        )
-        if dry_run:
-            return plan
-        store_module.prepare_store(store, layout, parameters, source.labels(), attributes, overwrite)
-        if overwrite:  # a replaced store starts empty
-            todo = np.flatnonzero(~store_module.done_conformations(store, layout))
-            runs = _contiguous_batches(todo, batch_size) if n_batches == 1 else [(i, i + 1) for i in todo]
-        results = []
-        if len(runs):
-            graph = _graph(source, spec, runs, n_batches, split, layout)
-            futures = dask_client.compute(graph)
-            if progress:
-                from distributed import progress as show_progress
-
-                print(f"dashboard: {dask_client.dashboard_link}", file=sys.stderr, flush=True)
-                show_progress(futures)
-                print(file=sys.stderr)
-            results = dask_client.gather(futures)
-        # What each task did (ranges, timings): for tests and benchmarks.
-        render_ensemble.last_task_results = results
-    return store_module.open_store(store)
+    arguments = dict(shape=shape, voxel_size=voxel_size, store=store, batch_size=batch_size,
+                     n_batches=n_batches, split=split, dtype=dtype,
+                     extra_b_factor=extra_b_factor, center=center, truncation=truncation,
+                     renderer=renderer)
+    plan = plan_render(source, n_workers=n_workers or os.cpu_count() or 1, **arguments)
+    if dry_run:
+        return plan
+    with connect(client, scheduler_address, gpus, n_workers) as dask_client:
+        run_plan(plan.for_workers(_task_slots(dask_client)), dask_client, overwrite=overwrite,
+                 progress=progress)
+    return store_module.open_store(plan.store)
 
 
 def _json(value):
-    import json
-
     return json.loads(json.dumps(value))
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *args):
-        return False
 
 
 def _contiguous_batches(indices: np.ndarray, batch_size: int) -> list[tuple[int, int]]:
@@ -259,33 +348,33 @@ def _contiguous_batches(indices: np.ndarray, batch_size: int) -> list[tuple[int,
     return runs
 
 
-def _graph(source, spec, runs, n_batches, split, layout) -> list:
+def _graph(plan: RenderPlan, runs) -> list:
     """Dask delayed tasks, one list entry per final task."""
     import dask
 
+    source, spec, nz = plan.source, plan.spec, plan.spec.shape[0]
     # One copy of the source in the graph, shared by every task that reads it.
     shared = dask.delayed(source, pure=True, traverse=False)
 
-    if n_batches == 1:
+    if plan.n_batches == 1:
         return [
             dask.delayed(tasks.render_conformations, pure=False)(shared, spec, a, b,
                                                                  dask_key_name=f"render-{a}-{b}")
             for a, b in runs
         ]
     graph = []
-    nz = spec.shape[0]
     for index, _ in runs:
-        if split == "slabs":
+        if plan.split == "slabs":
             slabs = [
                 dask.delayed(tasks.render_slab, pure=False)(
-                    shared, spec, index, z0, min(nz, z0 + layout.z_chunk),
+                    shared, spec, index, z0, min(nz, z0 + plan.layout.z_chunk),
                     dask_key_name=f"slab-{index}-{z0}")
-                for z0 in range(0, nz, layout.z_chunk)
+                for z0 in range(0, nz, plan.layout.z_chunk)
             ]
             graph.append(dask.delayed(tasks.mark_done)(spec, index, *slabs,
                                                       dask_key_name=f"done-{index}"))
         else:
-            bounds = np.linspace(0, source.n_atoms, n_batches + 1).astype(int)
+            bounds = np.linspace(0, source.n_atoms, plan.n_batches + 1).astype(int)
             parts = [
                 dask.delayed(tasks.render_atom_group, pure=False)(
                     shared, spec, index, int(a0), int(a1), dask_key_name=f"atoms-{index}-{a0}")

@@ -1,18 +1,51 @@
 """What Dask workers run: read a range of conformations, render it, write it.
 
-Compiled renderers are cached per worker process, keyed by everything static (grid,
-support, atom count, batch), so a worker compiles once per source and reuses it for every
-batch; batches are padded to the planned size and atom counts to a few sizes.
+Compiled renderers are cached per worker process (`WorkerState`), keyed by everything
+static (grid, support, atom count, batch), so a worker compiles once per source and reuses
+it for every batch; batches are padded to the planned size and atom counts to a few sizes.
 """
 
+import collections
 import dataclasses
-import functools
+import json
 import os
 import time
+import types
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import store as store_module
+from . import config
+
+
+if TYPE_CHECKING:
+    from ..simulator import SupportPlan
+
+
+@dataclasses.dataclass(frozen=True)
+class Renderer:
+    """One way of rendering a stored volume, as the store records it."""
+
+    name: str
+    description: str
+    splits_atoms: bool  # renders any subset of atoms (z-slabs, atom groups)
+    needs_tabulated_atoms: bool  # Peng factors per element, no source mixtures
+
+    def store_parameters(self, truncation: float) -> dict:
+        if self.name == "gaussian":
+            return {"name": "gaussian", "truncation": truncation}
+        return {"name": "fft", "eps": 1e-6, "sampling_mode": "average"}
+
+
+# The renderers `render_ensemble` offers, by name (the one place the names are spelled).
+RENDERERS = types.MappingProxyType({
+    "gaussian": Renderer("gaussian", "GaussianMixtureRenderFn (exact voxel averages)",
+                         splits_atoms=True, needs_tabulated_atoms=False),
+    "fft": Renderer("fft", "FFTAtomRenderFn (band-limited voxel averages, Peng)",
+                    splits_atoms=False, needs_tabulated_atoms=True),
+})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,9 +58,8 @@ class RenderSpec:
     - `batch_size`: conformations per task (tasks are padded to it).
     - `centre`: subtracted from every position (A), so the molecule sits in the box.
     - `extra_b_factor`: A^2 added to every atom's Peng b.
-    - `store`: the zarr store path.
-    - `renderer`: `"gaussian"` (exact voxel averages, `GaussianMixtureRenderFn`) or
-      `"fft"` (band-limited, `FFTAtomRenderFn` with Peng factors).
+    - `store`: the zarr store.
+    - `renderer`: a key of `RENDERERS`.
     """
 
     shape: tuple[int, int, int]
@@ -40,44 +72,83 @@ class RenderSpec:
     renderer: str = "gaussian"
 
 
-_COMPILES = {"count": 0}
+class _Bounded(collections.OrderedDict):
+    """A least-recently-used cache of at most `size` entries."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def get_or_make(self, key, make):
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        value = make()
+        self[key] = value
+        while len(self) > self.size:
+            self.popitem(last=False)
+        return value
+
+
+class WorkerState:
+    """Everything a worker process keeps between tasks, each cache bounded.
+
+    - `mixtures`: per source, its distinct mixtures and each atom's row (a few sources).
+    - `plans`: per source and grid, the atoms' `AtomPlan` (a 10.8M-atom plan is ~400 MB:
+      two kept).
+    - `positions`: the last conformation read in plan order (its slabs follow one another).
+    - `renderers`: compiled renderers by static key.
+    - `codec_pools`: chunk-encoding thread pools by size; `pinned_unavailable`: platforms
+      without pinned host memory; `compiles`: renderers built so far.
+    """
+
+    def __init__(self):
+        self.mixtures = _Bounded(8)
+        self.plans = _Bounded(2)
+        self.positions = _Bounded(1)
+        self.renderers = _Bounded(32)
+        self.codec_pools = _Bounded(2)
+        self.pinned_unavailable: set[str] = set()
+        self.compiles = 0
+
+
+_STATE = WorkerState()
+
+
+def worker_state() -> WorkerState:
+    """This process's `WorkerState` (the only state tasks keep)."""
+    return _STATE
 
 
 def compile_count() -> int:
     """How many renderers this process has built (for the no-recompilation check)."""
-    return _COMPILES["count"]
+    return _STATE.compiles
 
 
 def _source_key(source) -> str:
     """What identifies a source's atoms: its description (files, selections, seeds)."""
-    import json
-
     return json.dumps(source.description(), sort_keys=True, default=str)
-
-
-_MIXTURES: dict = {}
 
 
 def _mixture_rows(source, extra_b_factor: float):
     """(amplitudes, variances, inverse): the distinct mixtures of a source's atoms and
     each atom's index into them (Peng (1996) per element with `extra_b_factor` added), or
-    per-atom arrays and `inverse` None for a source with its own mixture. Cached per
-    worker process by the source's description."""
-    if hasattr(source, "mixture"):
-        a, v = source.mixture()
+    per-atom arrays and `inverse` None for a source with its own mixture."""
+    own = source.mixture()
+    if own is not None:
+        a, v = own
         return np.asarray(a, np.float32), np.asarray(v, np.float32), None
-    key = (_source_key(source), float(extra_b_factor))
-    if key not in _MIXTURES:
-        from ..constants.scattering_factors import PengScatteringFactorParameters
+
+    def make():
+        from ..constants import PengScatteringFactorParameters, b_factor_to_variance
 
         elements, inverse = np.unique(source.atomic_numbers, return_inverse=True)
         parameters = PengScatteringFactorParameters(elements)  # names bad elements
         b = np.asarray(parameters.b, np.float64) + float(extra_b_factor)
-        if len(_MIXTURES) > 8:
-            _MIXTURES.clear()
-        _MIXTURES[key] = (np.asarray(parameters.a, np.float32),
-                          (b / (8 * np.pi**2)).astype(np.float32), inverse.reshape(-1))
-    return _MIXTURES[key]
+        return (np.asarray(parameters.a, np.float32),
+                np.asarray(b_factor_to_variance(b), np.float32), inverse.reshape(-1))
+
+    return _STATE.mixtures.get_or_make((_source_key(source), float(extra_b_factor)), make)
 
 
 def mixture(source, extra_b_factor: float):
@@ -88,42 +159,50 @@ def mixture(source, extra_b_factor: float):
 
 
 @dataclasses.dataclass(frozen=True)
-class SupportPlan:
-    """Atoms sorted into groups of one window size: `order` permutes a source's atoms,
-    `amplitudes`/`variances` are already permuted, `groups` is `((n, radius, k), ...)`."""
+class AtomPlan:
+    """A source's atoms in support-plan order: `support.order` permutes the source's
+    atoms, `amplitudes`/`variances` are already permuted, `support.groups` is
+    `((n, radius, k), ...)` over the permuted atoms."""
 
-    order: np.ndarray
+    support: "SupportPlan"
     amplitudes: np.ndarray
     variances: np.ndarray
-    groups: tuple
 
     @property
-    def radius(self) -> float:
-        return max(r for _, r, _ in self.groups)
+    def order(self) -> np.ndarray:
+        n = self.amplitudes.shape[0]
+        return np.arange(n) if self.support.order is None else self.support.order
 
     @property
-    def k_max(self) -> int:
-        return max(k for _, _, k in self.groups)
+    def groups(self) -> tuple:
+        return self.support.groups
+
+    @property
+    def sorted_support(self) -> "SupportPlan":
+        """The plan of the atoms once permuted (no order)."""
+        from ..simulator import SupportPlan
+
+        return SupportPlan(None, self.support.groups)
 
 
-_PLANS: dict = {}
-
-
-def support_plan(source, spec: RenderSpec) -> SupportPlan:
+def support_plan(source, spec: RenderSpec) -> AtomPlan:
     """The (cached) support plan of a source's atoms for this grid and bound."""
-    from ..simulator.gaussian_kernels import support_groups, support_radii
+    from ..simulator import SupportPlan
 
-    key = (_source_key(source), spec.extra_b_factor, spec.voxel_size, spec.truncation)
-    if key not in _PLANS:
+    def make():
         a, v, inverse = _mixture_rows(source, spec.extra_b_factor)
-        radii = support_radii(a, v, spec.voxel_size, spec.truncation)
         # Per element where the source has no mixture of its own: 10.8M atoms in
         # seconds, not a minute.
-        order, groups = support_groups(radii, spec.voxel_size, rows_of_atoms=inverse)
+        plan = SupportPlan.from_mixture(a, v, spec.voxel_size, spec.truncation,
+                                        rows_of_atoms=inverse)
         if inverse is not None:
             a, v = a[inverse], v[inverse]
-        _PLANS[key] = SupportPlan(order, a[order], v[order], groups)
-    return _PLANS[key]
+        if plan.order is not None:
+            a, v = a[plan.order], v[plan.order]
+        return AtomPlan(plan, a, v)
+
+    key = (_source_key(source), spec.extra_b_factor, spec.voxel_size, spec.truncation)
+    return _STATE.plans.get_or_make(key, make)
 
 
 def _pad_groups(groups: tuple, counts: list[int]) -> tuple[tuple, list[int]]:
@@ -134,22 +213,24 @@ def _pad_groups(groups: tuple, counts: list[int]) -> tuple[tuple, list[int]]:
     return padded, extra
 
 
-def _select(positions, plan: SupportPlan, masks: list[np.ndarray]):
-    """Keep, group by group, the atoms in `masks`; pad each group with zero-amplitude atoms
-    (they add exact zeros). Returns positions, amplitudes, variances and the groups."""
+def _select(positions, plan: AtomPlan, mask: np.ndarray):
+    """Keep, group by group, the atoms in `mask` (over the plan-ordered atoms); pad each
+    group with zero-amplitude atoms (they add exact zeros). Returns positions,
+    amplitudes, variances and the groups."""
     pieces_p, pieces_a, pieces_v, counts = [], [], [], []
     first = 0
-    for (count, _, _), mask in zip(plan.groups, masks):
+    for count, _, _ in plan.groups:
         part = slice(first, first + count)
         first += count
-        n = int(mask.sum())
+        keep = mask[part]
+        n = int(keep.sum())
         counts.append(n)
         if not n:
             continue
         extra = padded_atom_count(n) - n
-        p = positions[:, part][:, mask]
+        p = positions[:, part][:, keep]
         pieces_p.append(np.concatenate([p, np.zeros((p.shape[0], extra, 3), p.dtype)], axis=1))
-        a, v = plan.amplitudes[part][mask], plan.variances[part][mask]
+        a, v = plan.amplitudes[part][keep], plan.variances[part][keep]
         pieces_a.append(np.concatenate([a, np.zeros((extra, a.shape[1]), a.dtype)]))
         pieces_v.append(np.concatenate([v, np.ones((extra, v.shape[1]), v.dtype)]))
     groups, _ = _pad_groups(plan.groups, counts)
@@ -180,27 +261,34 @@ def atom_passes(groups) -> int:
     return max([1] + [-(-n * k**3 // _ADDENDS_PER_PASS) for n, _, k in groups])
 
 
-@functools.lru_cache(maxsize=32)
-def batch_renderer(shape, voxel_size, groups, z_size=None):
+def batch_renderer(shape, voxel_size, groups, z_size=None, scatter="auto"):
     """A jitted `(positions (b, n, 3), amplitudes, variances, z_start) -> (b, z, y, x)`
-    for atoms sorted into `groups` (see `SupportPlan`)."""
-    import jax
+    for atoms sorted into `groups` (see `AtomPlan`), cached in the `WorkerState`."""
 
-    from ..simulator import GaussianMixtureRenderFn, GaussianMixtureVolume
+    def make():
+        import jax
 
-    _COMPILES["count"] += 1
-    render = GaussianMixtureRenderFn(shape, voxel_size, support_groups=groups,
-                                     batch_options={"n_batches": atom_passes(groups)})
-    z_size = shape[0] if z_size is None else z_size
+        from ..simulator import GaussianMixtureRenderFn, GaussianMixtureVolume, SupportPlan
 
-    @jax.jit
-    def run(positions, amplitudes, variances, z_start):
-        def one(p):
-            return render.render_slab(GaussianMixtureVolume(p, amplitudes, variances), z_start, z_size)
+        _STATE.compiles += 1
+        render = GaussianMixtureRenderFn(
+            shape, voxel_size, support_plan=SupportPlan(None, groups), scatter=scatter,
+            batch_options={"n_batches": atom_passes(groups)},
+        )
+        planes = shape[0] if z_size is None else z_size
 
-        return jax.lax.map(one, positions)
+        @jax.jit
+        def run(positions, amplitudes, variances, z_start):
+            def one(p):
+                volume = GaussianMixtureVolume(p, amplitudes, variances)
+                return render.render_slab(volume, z_start, planes)
 
-    return run
+            return jax.lax.map(one, positions)
+
+        return run
+
+    key = ("gaussian", shape, voxel_size, groups, z_size, scatter)
+    return _STATE.renderers.get_or_make(key, make)
 
 
 def _pad_batch(positions: np.ndarray, size: int) -> np.ndarray:
@@ -215,33 +303,37 @@ def _read(source, spec: RenderSpec, start: int, stop: int) -> np.ndarray:
     return positions - np.asarray(spec.centre, np.float32)
 
 
-@functools.lru_cache(maxsize=8)
 def fft_batch_renderer(shape, voxel_size, elements: tuple, counts: tuple, extra_b_factor):
     """A jitted `(positions (b, n, 3) sorted by element) -> (b, z, y, x)` through
     `FFTAtomRenderFn`, one NUFFT per element with its Peng factor."""
-    import jax
 
-    from ..constants import PengScatteringFactorParameters
-    from ..simulator import FFTAtomRenderFn, IndependentAtomVolume
+    def make():
+        import jax
 
-    _COMPILES["count"] += 1
-    # The JAX-native NUFFT: no OpenMP runtime inside forked Dask worker processes.
-    render = FFTAtomRenderFn(shape, voxel_size, backend="jax")
-    parameters = PengScatteringFactorParameters(np.asarray(elements))
-    bounds = np.cumsum((0,) + counts)
+        from ..constants import PengScatteringFactorParameters
+        from ..simulator import FFTAtomRenderFn, IndependentAtomVolume
 
-    @jax.jit
-    def run(positions):
-        def one(p):
-            by_element = tuple(p[a:b] for a, b in zip(bounds[:-1], bounds[1:]))
-            volume = IndependentAtomVolume.from_tabulated_parameters(
-                by_element, parameters, b_factor_by_element=extra_b_factor
-            )
-            return render(volume)
+        _STATE.compiles += 1
+        # The JAX-native NUFFT: no OpenMP runtime inside forked Dask worker processes.
+        render = FFTAtomRenderFn(shape, voxel_size, backend="jax")
+        parameters = PengScatteringFactorParameters(np.asarray(elements))
+        bounds = np.cumsum((0,) + counts)
 
-        return jax.lax.map(one, positions)
+        @jax.jit
+        def run(positions):
+            def one(p):
+                by_element = tuple(p[a:b] for a, b in zip(bounds[:-1], bounds[1:]))
+                volume = IndependentAtomVolume.from_tabulated_parameters(
+                    by_element, parameters, b_factor_by_element=extra_b_factor
+                )
+                return render(volume)
 
-    return run
+            return jax.lax.map(one, positions)
+
+        return run
+
+    key = ("fft", shape, voxel_size, elements, counts, extra_b_factor)
+    return _STATE.renderers.get_or_make(key, make)
 
 
 def _render_batch(source, spec: RenderSpec, positions: np.ndarray):
@@ -253,7 +345,7 @@ def _render_batch(source, spec: RenderSpec, positions: np.ndarray):
                                  tuple(counts.tolist()), spec.extra_b_factor)
         return run(positions[:, order])
     plan = support_plan(source, spec)
-    everything = [np.ones(count, bool) for count, _, _ in plan.groups]
+    everything = np.ones(plan.amplitudes.shape[0], bool)
     positions, amplitudes, variances, groups = _select(positions[:, plan.order], plan, everything)
     run = batch_renderer(spec.shape, spec.voxel_size, groups)
     return run(positions, amplitudes, variances, 0)
@@ -303,26 +395,25 @@ def render_conformations(source, spec: RenderSpec, start: int, stop: int) -> dic
             "encode_s": sum(s for s, _ in seconds), "file_s": sum(s for _, s in seconds)}
 
 
-_CODEC_POOL: dict = {}
-
-
 def codec_pool():
-    """This process's threads that encode and write chunks (CRYOENSEMBLE_CODEC_THREADS,
-    set by the cluster; None when 1: CPU workers, one per core, encode in the task)."""
-    threads = int(os.environ.get("CRYOENSEMBLE_CODEC_THREADS", "1"))
+    """This process's threads that encode and write chunks (`cryoensemble.codec-threads`
+    in dask config, set by the cluster; None when 1: CPU workers, one per core, encode in
+    the task)."""
+    threads = int(config.get("codec-threads"))
     if threads <= 1:
         return None
-    if threads not in _CODEC_POOL:
+
+    def make():
         from concurrent.futures import ThreadPoolExecutor
 
-        _CODEC_POOL[threads] = ThreadPoolExecutor(threads, thread_name_prefix="cryoensemble-codec")
-    return _CODEC_POOL[threads]
+        return ThreadPoolExecutor(threads, thread_name_prefix="cryoensemble-codec")
+
+    return _STATE.codec_pools.get_or_make(threads, make)
 
 
 # Bytes per piece of a batch copied to the host: small enough that compression starts
 # early, large enough that each copy runs at full PCIe speed.
 _PIECE_BYTES = 32 * 2**20
-_PINNED: dict = {}
 
 
 def host_pieces(volumes, n: int):
@@ -331,7 +422,8 @@ def host_pieces(volumes, n: int):
     into page-locked host memory (`memory_kind="pinned_host"`): the DMA engine runs the
     copies back to back at PCIe speed without the CPU, while the caller compresses the
     pieces already there (a plain `np.asarray` of a batch ran at 0.2-1.3 GB/s, through
-    pageable staging buffers). CRYOENSEMBLE_D2H=async uses `copy_to_host_async` instead.
+    pageable staging buffers). `cryoensemble.device-to-host: async` in dask config uses
+    `copy_to_host_async` instead.
     """
     import jax
 
@@ -342,14 +434,15 @@ def host_pieces(volumes, n: int):
     per_piece = max(1, _PIECE_BYTES // (volumes.nbytes // volumes.shape[0]))
     offsets = range(0, n, per_piece)
     pieces = [volumes[a : min(n, a + per_piece)] for a in offsets]
-    pinned = (os.environ.get("CRYOENSEMBLE_D2H", "pinned") == "pinned"
-              and _PINNED.get(device.platform, True))
+    pinned = (config.get("device-to-host") == "pinned"
+              and device.platform not in _STATE.pinned_unavailable)
     if pinned:
         try:
             sharding = jax.sharding.SingleDeviceSharding(device, memory_kind="pinned_host")
             pieces = [jax.device_put(piece, sharding) for piece in pieces]
         except Exception:  # noqa: BLE001 - no pinned host memory on this backend
-            _PINNED[device.platform] = pinned = False
+            _STATE.pinned_unavailable.add(device.platform)
+            pinned = False
     if not pinned:
         for piece in pieces:
             piece.copy_to_host_async()
@@ -357,29 +450,13 @@ def host_pieces(volumes, n: int):
         yield offset, np.asarray(piece)
 
 
-def atoms_touching_slab(index_z: np.ndarray, z0: int, z1: int, radius_in_voxels: float,
-                        k: int) -> np.ndarray:
-    """Mask of atoms whose k-voxel window meets z-planes [z0, z1) (the kernel's rule),
-    with one plane of margin: here the index is rounded in numpy, in the kernel in XLA
-    (float32, `* (1 / voxel_size)`), so a window start exactly on a plane boundary could
-    fall either side. An atom taken in that does not touch the slab adds exact zeros."""
-    start = np.floor(index_z - radius_in_voxels + 0.5)
-    return (start + k >= z0) & (start <= z1)
-
-
-_ORDERED: dict = {}
-
-
-def _ordered_positions(source, spec: RenderSpec, plan: SupportPlan, index: int) -> np.ndarray:
+def _ordered_positions(source, spec: RenderSpec, plan: AtomPlan, index: int) -> np.ndarray:
     """Conformation `index`'s positions (1, n, 3) in the plan's order, kept for the next
     slab or atom group of the same conformation on this worker (one conformation: a
     10.8M-atom read and gather cost a second each)."""
     key = (_source_key(source), spec.centre, index)
-    if key not in _ORDERED:
-        positions = _read(source, spec, index, index + 1)[:, plan.order]
-        _ORDERED.clear()
-        _ORDERED[key] = positions
-    return _ORDERED[key]
+    return _STATE.positions.get_or_make(
+        key, lambda: _read(source, spec, index, index + 1)[:, plan.order])
 
 
 def render_slab(source, spec: RenderSpec, index: int, z0: int, z1: int) -> dict:
@@ -389,24 +466,22 @@ def render_slab(source, spec: RenderSpec, index: int, z0: int, z1: int) -> dict:
     t0 = time.perf_counter()
     plan = support_plan(source, spec)
     positions = _ordered_positions(source, spec, plan, index)
-    index_z = positions[0, :, 2] / spec.voxel_size + spec.shape[0] // 2
-    masks, first = [], 0
-    for count, radius, k in plan.groups:
-        masks.append(atoms_touching_slab(index_z[first : first + count], z0, z1,
-                                         radius / spec.voxel_size, k))
-        first += count
+    from ..simulator import atoms_touching_planes
+
+    mask = atoms_touching_planes(positions[0], spec.shape, spec.voxel_size,
+                                 plan.sorted_support, z0, z1)
     t1 = t2 = time.perf_counter()
-    if not any(m.any() for m in masks):  # an empty slab: zeros, still written
+    if not mask.any():  # an empty slab: zeros, still written
         slab = np.zeros((1, z1 - z0) + spec.shape[1:], np.float32)
     else:
-        positions, amplitudes, variances, groups = _select(positions, plan, masks)
+        positions, amplitudes, variances, groups = _select(positions, plan, mask)
         t1 = time.perf_counter()
         run = batch_renderer(spec.shape, spec.voxel_size, groups, z1 - z0)
         slab = np.asarray(run(positions, amplitudes, variances, z0))
         t2 = time.perf_counter()
     store_module.write_volumes(spec.store, index, slab, z_start=z0)
     t3 = time.perf_counter()
-    return {"index": index, "z0": z0, "atoms": int(sum(m.sum() for m in masks)),
+    return {"index": index, "z0": z0, "atoms": int(mask.sum()),
             "seconds": t3 - t0, "select_s": t1 - t0, "render_s": t2 - t1, "write_s": t3 - t2,
             "pid": os.getpid(), "compiles": compile_count(), "peak_rss_mib": _peak_rss_mib(),
             "peak_device_mib": _peak_device_mib()}
@@ -435,12 +510,8 @@ def render_atom_group(source, spec: RenderSpec, index: int, a0: int, a1: int) ->
     """The partial volume of (sorted) atoms [a0, a1) of one conformation, to be summed."""
     plan = support_plan(source, spec)
     positions = _ordered_positions(source, spec, plan, index)
-    masks, first = [], 0
-    for count, _, _ in plan.groups:
-        ids = np.arange(first, first + count)
-        masks.append((ids >= a0) & (ids < a1))
-        first += count
-    positions, amplitudes, variances, groups = _select(positions, plan, masks)
+    ids = np.arange(plan.amplitudes.shape[0])
+    positions, amplitudes, variances, groups = _select(positions, plan, (ids >= a0) & (ids < a1))
     run = batch_renderer(spec.shape, spec.voxel_size, groups)
     return np.asarray(run(positions, amplitudes, variances, 0))[0]
 

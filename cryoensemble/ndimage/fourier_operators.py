@@ -25,7 +25,7 @@ def squared_magnitude(frequencies: Float[Array, "... ndim"]) -> Float[Array, "..
     return jnp.sum(frequencies**2, axis=-1)
 
 
-class AbstractFourierOperator(eqx.Module, strict=True):
+class AbstractFourierOperator(eqx.Module):
     """A function of frequency vectors, e.g. a scattering factor or a filter.
 
     Subclasses implement `__call__`, mapping `(..., ndim)` frequencies to `(...)` values.
@@ -52,7 +52,7 @@ def _as_operator(value) -> AbstractFourierOperator:
     return value if isinstance(value, AbstractFourierOperator) else FourierConstant(value)
 
 
-class FourierConstant(AbstractFourierOperator, strict=True):
+class FourierConstant(AbstractFourierOperator):
     """A constant at every frequency."""
 
     value: Inexact[Array, "..."]
@@ -68,7 +68,7 @@ class FourierConstant(AbstractFourierOperator, strict=True):
         return jnp.broadcast_to(self.value, jnp.shape(frequencies)[:-1])
 
 
-class SumFourierOperator(AbstractFourierOperator, strict=True):
+class SumFourierOperator(AbstractFourierOperator):
     """The sum of two operators."""
 
     left: AbstractFourierOperator
@@ -78,7 +78,7 @@ class SumFourierOperator(AbstractFourierOperator, strict=True):
         return self.left(frequencies) + self.right(frequencies)
 
 
-class ProductFourierOperator(AbstractFourierOperator, strict=True):
+class ProductFourierOperator(AbstractFourierOperator):
     """The product of two operators."""
 
     left: AbstractFourierOperator
@@ -88,7 +88,7 @@ class ProductFourierOperator(AbstractFourierOperator, strict=True):
         return self.left(frequencies) * self.right(frequencies)
 
 
-class AbstractRadialFourierOperator(AbstractFourierOperator, strict=True):
+class AbstractRadialFourierOperator(AbstractFourierOperator):
     """An operator that depends on `|xi|` only, e.g. an isotropic scattering factor.
 
     Subclasses implement `evaluate_squared_magnitude`; renderers use it to evaluate on a
@@ -103,7 +103,7 @@ class AbstractRadialFourierOperator(AbstractFourierOperator, strict=True):
         return self.evaluate_squared_magnitude(squared_magnitude(frequencies))
 
 
-class FourierGaussian(AbstractRadialFourierOperator, strict=True):
+class FourierGaussian(AbstractRadialFourierOperator):
     """A gaussian in frequency, `amplitude * exp(-b_factor |xi|^2 / 4)`.
 
     As the scattering factor of an atom (`IndependentAtomVolume`) this is the Fourier
@@ -128,7 +128,7 @@ class FourierGaussian(AbstractRadialFourierOperator, strict=True):
         return self.amplitude * jnp.exp(-0.25 * self.b_factor * squared_magnitude)
 
 
-class FourierSinc(AbstractFourierOperator, strict=True):
+class FourierSinc(AbstractFourierOperator):
     """The separable sinc, `prod_j sinc(xi_j w)` with `sinc(x) = sin(pi x) / (pi x)`.
 
     The Fourier transform of the box of width `w` normalized to unit integral: multiplying

@@ -9,7 +9,7 @@ import numpy as np
 from jaxtyping import Array, Float, Inexact
 
 
-class SincCorrectionMask(eqx.Module, strict=True):
+class SincCorrectionMask(eqx.Module):
     """Undo, ahead of time, the attenuation that linear interpolation of a spectrum causes.
 
     Linearly interpolating the DFT `F[k]` of a grid of shape `shape` between its samples

@@ -23,7 +23,7 @@ def _parameters(a, b, owner: str) -> tuple[Float[Array, " n_terms"], Float[Array
     return a.astype(dtype), b.astype(dtype)
 
 
-class PengScatteringFactor(AbstractRadialFourierOperator, strict=True):
+class PengScatteringFactor(AbstractRadialFourierOperator):
     """Peng et al. (1996): `f(xi) = sum_i a_i exp(-(b_i + B) |xi|^2 / 4)`.
 
     That is the tabulated `sum_i a_i exp(-b_i q^2)` at `q = |xi| / 2`, times the
@@ -50,7 +50,7 @@ class PengScatteringFactor(AbstractRadialFourierOperator, strict=True):
         return jnp.sum(self.a * jnp.exp(-(self.b + self.b_factor) * q2), axis=-1)
 
 
-class LobatoScatteringFactor(AbstractRadialFourierOperator, strict=True):
+class LobatoScatteringFactor(AbstractRadialFourierOperator):
     """Lobato & Van Dyck (2014): `f(g) = sum_i a_i (2 + b_i g^2) / (1 + b_i g^2)^2`, `g = |xi|`.
 
     Times the Debye-Waller factor `exp(-B |xi|^2 / 4)` of an extra B-factor `B`, as for

@@ -12,33 +12,39 @@ from ._transfer_theory import (
     AstigmaticCTF as AstigmaticCTF,
     ContrastTransferTheory as ContrastTransferTheory,
 )
-from .auto_render import AutoVolumeRenderFn as AutoVolumeRenderFn
-from .fft_atom_render import FFTAtomRenderFn as FFTAtomRenderFn
-from .gaussian_mixture_render import GaussianMixtureRenderFn as GaussianMixtureRenderFn
-from .gaussian_mixture_volume import GaussianMixtureVolume as GaussianMixtureVolume
-from .independent_atom_volume import (
+from ._volume_rendering.auto import AutoVolumeRenderFn as AutoVolumeRenderFn
+from ._volume_rendering.fft_atom import FFTAtomRenderFn as FFTAtomRenderFn
+from ._volume_rendering.gaussian_mixture import GaussianMixtureRenderFn as GaussianMixtureRenderFn
+from ._volume.gaussian_mixture import GaussianMixtureVolume as GaussianMixtureVolume
+from ._volume.perturbed import PositionJitteredVolume as PositionJitteredVolume
+from ._volume.independent_atom import (
     IndependentAtomVolume as IndependentAtomVolume,
     split_atoms_by_element as split_atoms_by_element,
 )
-from .pose import (
+from ._pose.pose import (
     AbstractPose as AbstractPose,
     AxisAnglePose as AxisAnglePose,
     EulerAnglePose as EulerAnglePose,
     QuaternionPose as QuaternionPose,
 )
-from .projection import (
+from ._volume_integrator.projection import (
     AbstractVolumeIntegrator as AbstractVolumeIntegrator,
     FourierSliceExtraction as FourierSliceExtraction,
     GaussianMixtureProjection as GaussianMixtureProjection,
     RealVoxelProjection as RealVoxelProjection,
 )
-from .render_base import AbstractVolumeRenderFn as AbstractVolumeRenderFn
-from .volume_base import (
+from ._volume_rendering.base_rendering import AbstractVolumeRenderFn as AbstractVolumeRenderFn
+from ._volume_rendering.support_plan import (
+    ConcreteMixture as ConcreteMixture,
+    SupportPlan as SupportPlan,
+    atoms_touching_planes as atoms_touching_planes,
+)
+from ._volume.base_volume import (
     AbstractAtomVolume as AbstractAtomVolume,
     AbstractVolumeParametrization as AbstractVolumeParametrization,
     AbstractVolumeRepresentation as AbstractVolumeRepresentation,
 )
-from .voxel_volumes import (
+from ._volume.voxel_volumes import (
     AbstractVoxelVolume as AbstractVoxelVolume,
     FourierVoxelGridVolume as FourierVoxelGridVolume,
     FourierVoxelSplineVolume as FourierVoxelSplineVolume,
@@ -68,6 +74,7 @@ __all__ = [
     "AbstractVoxelVolume",
     "AutoVolumeRenderFn",
     "AxisAnglePose",
+    "ConcreteMixture",
     "EulerAnglePose",
     "FFTAtomRenderFn",
     "FourierSliceExtraction",
@@ -77,8 +84,11 @@ __all__ = [
     "GaussianMixtureRenderFn",
     "GaussianMixtureVolume",
     "IndependentAtomVolume",
+    "PositionJitteredVolume",
     "QuaternionPose",
     "RealVoxelGridVolume",
     "RealVoxelProjection",
+    "SupportPlan",
+    "atoms_touching_planes",
     "split_atoms_by_element",
 ]

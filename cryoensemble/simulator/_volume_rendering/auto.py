@@ -6,12 +6,12 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Inexact
 
-from .fft_atom_render import FFTAtomRenderFn
-from .gaussian_mixture_render import GaussianMixtureRenderFn
-from .gaussian_mixture_volume import GaussianMixtureVolume
-from .independent_atom_volume import IndependentAtomVolume
-from .render_base import AbstractVolumeRenderFn
-from .volume_base import AbstractVolumeRepresentation
+from .fft_atom import FFTAtomRenderFn
+from .gaussian_mixture import GaussianMixtureRenderFn
+from .._volume.gaussian_mixture import GaussianMixtureVolume
+from .._volume.independent_atom import IndependentAtomVolume
+from .base_rendering import AbstractVolumeRenderFn
+from .._volume.base_volume import AbstractVolumeRepresentation
 
 
 # Representation -> renderer, most specific first.
@@ -21,7 +21,7 @@ _RENDERERS: tuple[tuple[type, type], ...] = (
 )
 
 
-class AutoVolumeRenderFn(AbstractVolumeRenderFn, strict=True):
+class AutoVolumeRenderFn(AbstractVolumeRenderFn):
     """Render any representation that has a default renderer.
 
     | Volume representation   | Rendering function        |

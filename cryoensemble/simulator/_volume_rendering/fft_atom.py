@@ -30,33 +30,33 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Inexact
 
-from ..ndimage.fourier_operators import (
+from ...ndimage.fourier_operators import (
     AbstractFourierOperator,
     AbstractRadialFourierOperator,
     FourierSinc,
 )
-from .independent_atom_volume import IndependentAtomVolume
-from .nufft import (
+from .._volume.independent_atom import IndependentAtomVolume
+from ...ndimage.nufft import (
     BACKENDS,
     array_platform,
     nufft_type1,
     require_jax_finufft,
     resolve_backend,
 )
-from .render_base import AbstractVolumeRenderFn, real_to_requested_space
+from .base_rendering import AbstractVolumeRenderFn, real_to_requested_space
 
 
 def _is_operator(x) -> bool:
     return isinstance(x, AbstractFourierOperator)
 
 
-class FFTAtomRenderFn(AbstractVolumeRenderFn, strict=True):
+class FFTAtomRenderFn(AbstractVolumeRenderFn):
     """Render an `IndependentAtomVolume` with non-uniform FFTs (band-limited).
 
     See the module docstring for the formula and for when to prefer
     `GaussianMixtureRenderFn`. The NUFFT engine is jax-finufft where it is installed and
     built for the device of the positions (PyPI's wheels: CPU), and otherwise a JAX-native
-    type-1 NUFFT (`cryoensemble.simulator.nufft`) that meets the same `eps` on any device.
+    type-1 NUFFT (`cryoensemble.ndimage.nufft`) that meets the same `eps` on any device.
     Calls compile themselves (once per grid, options and atom-type layout), and compose
     with `jit`, `vmap` and `grad` (positions and factor parameters).
     """

@@ -9,17 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Inexact
 
-from ..errors import BatchOptionsError
-from .gaussian_kernels import (
-    SupportGroups,
-    render_dense,
-    render_local,
-    support_groups,
-    support_radii,
-    window_size,
-)
-from .gaussian_mixture_volume import GaussianMixtureVolume
-from .render_base import AbstractVolumeRenderFn, real_to_requested_space
+from ...coordinates import as_grid_shape
+from ...errors import BatchOptionsError
+from ._gaussian_kernels import SCATTER_STRATEGIES, render_dense, render_local
+from .._volume.gaussian_mixture import GaussianMixtureVolume
+from .base_rendering import AbstractVolumeRenderFn, real_to_requested_space
+from .support_plan import ConcreteMixture, SupportPlan
 
 
 _BATCH_KEYS = ("batch_size", "n_batches")
@@ -45,22 +40,22 @@ def _check_positive_int(options: dict, key: str, default):
     return int(value)
 
 
-class GaussianMixtureRenderFn(AbstractVolumeRenderFn, strict=True):
+class GaussianMixtureRenderFn(AbstractVolumeRenderFn):
     """Render a `GaussianMixtureVolume` to exact voxel averages.
 
     Voxel l holds `U_l = 1/(2 dr)^3 sum_i a_i prod_j [erf((r_j^l - r'_j + dr/2)/sqrt(2 s_i^2))
     - erf((r_j^l - r'_j - dr/2)/sqrt(2 s_i^2))]`, the average of the potential over the
-    voxel, summed over atoms. Each atom is evaluated only on the cube of voxels within
-    `support_radius` of it; by default that radius is the smallest for which, atom by
-    atom, the L2 norm of what is dropped is at most `truncation` (1e-6 in float32) of the atom's own
-    norm (see `cryoensemble.simulator.gaussian_kernels.support_radius`), so the cost
-    scales with atoms x the local support, not atoms x grid.
+    voxel, summed over atoms. Each atom is evaluated only on the cube of voxels around it
+    that its `SupportPlan` gives: by default the smallest radius for which, atom by atom,
+    the L2 norm of what is dropped is at most `truncation` (1e-6 in float32) of the atom's
+    own norm (see `support_radii`), so the cost scales with atoms x the local support, not
+    atoms x grid.
 
-    The radius is sized from the volume's variances, which must therefore be concrete. If
-    they are traced (the volume is an argument of a `jit`-ed function) and no
-    `support_radius` was given, every atom is evaluated on every voxel instead (exact,
-    no truncation, much slower) and a warning says so: pass `support_radius` (e.g. from
-    `render_fn.support_radius_for(volume)`) to keep the fast path under `jit`.
+    The plan is sized from concrete amplitudes and variances, once: it is held by the
+    renderer (`support_plan=`, `for_volume`) or by a volume built outside `jit`, so
+    `jax.jit(lambda v: render(v))(volume)` keeps the local path. Only where neither holds
+    one and the variances are traced is every atom evaluated on every voxel (exact, no
+    truncation, much slower), with a warning.
 
     Float32 by default; float64 where JAX x64 is on and the volume is float64.
     """
@@ -71,7 +66,8 @@ class GaussianMixtureRenderFn(AbstractVolumeRenderFn, strict=True):
     n_batches: int = eqx.field(static=True)
     truncation: float | None = eqx.field(static=True)
     support_radius: float | None = eqx.field(static=True)
-    support_groups: SupportGroups | None = eqx.field(static=True)
+    support_plan: SupportPlan | None
+    scatter: str = eqx.field(static=True)
     voxel_size_value: float = eqx.field(static=True)
 
     def __init__(
@@ -82,7 +78,8 @@ class GaussianMixtureRenderFn(AbstractVolumeRenderFn, strict=True):
         batch_options: dict[str, Any] = {},
         truncation: float | None = None,
         support_radius: float | None = None,
-        support_groups: SupportGroups | None = None,
+        support_plan: SupportPlan | None = None,
+        scatter: str = "auto",
     ):
         """**Arguments:**
 
@@ -100,17 +97,15 @@ class GaussianMixtureRenderFn(AbstractVolumeRenderFn, strict=True):
               path the default is 1 plane per step, as in cryojax.
         - `truncation`: the relative L2 bound on what the local evaluation drops. Default:
           1e-6 for float32 volumes, 1e-12 for float64 ones (x64 users want the digits).
-        - `support_radius`: the half-width in A of each atom's cube of voxels; overrides
+        - `support_radius`: the half-width in A of every atom's cube of voxels; overrides
           `truncation` and keeps the fast path when variances are traced.
-        - `support_groups`: `((n_atoms, radius, k), ...)` for volumes whose atoms are sorted
-          into contiguous groups of one window size (from `support_plan`); like
-          `support_radius`, but a few wide atoms do not widen every window.
+        - `support_plan`: the `SupportPlan` of the volumes this renderer will render
+          (see `for_volume`); overrides `truncation` and `support_radius`.
+        - `scatter`: how each atom's window is added into the grid: `"voxels"` (voxel by
+          voxel), `"rows"` (row by row into a padded grid), `"windows"` (whole windows),
+          or `"auto"` ("voxels" on GPUs, "rows" elsewhere). The result is the same.
         """
-        shape = tuple(int(s) for s in shape)
-        if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(
-                f"GaussianMixtureRenderFn: shape must be three positive integers; got {shape}"
-            )
+        shape = as_grid_shape(shape, "GaussianMixtureRenderFn: shape")
         unknown = sorted(set(batch_options) - set(_BATCH_KEYS))
         if unknown:
             raise BatchOptionsError(
@@ -137,6 +132,16 @@ class GaussianMixtureRenderFn(AbstractVolumeRenderFn, strict=True):
             raise ValueError(
                 f"GaussianMixtureRenderFn: support_radius must be > 0 (A); got {support_radius}"
             )
+        if support_plan is not None and not isinstance(support_plan, SupportPlan):
+            raise TypeError(
+                "GaussianMixtureRenderFn: support_plan must be a SupportPlan; got "
+                f"{type(support_plan).__name__}"
+            )
+        if scatter not in SCATTER_STRATEGIES:
+            raise ValueError(
+                f"GaussianMixtureRenderFn: scatter must be one of {SCATTER_STRATEGIES}; "
+                f"got {scatter!r}"
+            )
         self.shape = shape
         self.voxel_size = jnp.asarray(voxel_size, dtype=float)
         self.voxel_size_value = float(value)
@@ -144,50 +149,49 @@ class GaussianMixtureRenderFn(AbstractVolumeRenderFn, strict=True):
         self.n_batches = _check_positive_int(batch_options, "n_batches", 1)
         self.truncation = None if truncation is None else float(truncation)
         self.support_radius = None if support_radius is None else float(support_radius)
-        self.support_groups = (
-            None if support_groups is None
-            else tuple((int(n), float(r), int(k)) for n, r, k in support_groups)
-        )
+        self.support_plan = support_plan
+        self.scatter = scatter
 
     @property
     def batch_options(self) -> dict[str, Any]:
         """The batching options as given (defaults filled in)."""
         return {"batch_size": self.batch_size, "n_batches": self.n_batches}
 
-    def _truncation_for(self, dtype) -> float:
-        if self.truncation is not None:
-            return self.truncation
-        return 1e-12 if dtype == np.float64 else 1e-6
+    def for_volume(self, volume: GaussianMixtureVolume) -> "GaussianMixtureRenderFn":
+        """This renderer holding `volume`'s support plan (sized now, from its concrete
+        amplitudes and variances), for volumes of the same mixture rendered under `jit`."""
+        plan = self.plan_for(volume)
+        if plan is None:
+            raise ValueError(
+                "GaussianMixtureRenderFn.for_volume: the volume's variances are traced; "
+                "call it outside jit"
+            )
+        return eqx.tree_at(lambda r: r.support_plan, self, plan, is_leaf=lambda x: x is None)
 
-    def support_plan(
-        self, volume: GaussianMixtureVolume
-    ) -> tuple[np.ndarray | None, SupportGroups] | None:
-        """How `volume`'s atoms are windowed: `(order, groups)`, or None where the windows
-        cannot be sized (variances traced and no support given).
-
-        `order` (or None for the identity) sorts the atoms into the contiguous `groups`
-        `((n_atoms, radius, k), ...)` of one window size each. To keep this fast path
-        under `jit`, sort the atoms by `order` once and pass `support_groups=groups`.
-        """
+    def plan_for(self, volume: GaussianMixtureVolume) -> SupportPlan | None:
+        """How `volume`'s atoms are windowed, or None where the windows cannot be sized
+        (variances traced, and neither the renderer nor the volume holds a plan)."""
         n = volume.positions.shape[0]
-        if self.support_groups is not None:
-            return None, self.support_groups
+        if self.support_plan is not None:
+            if self.support_plan.n_atoms != n:
+                raise ValueError(
+                    f"GaussianMixtureRenderFn: the support plan covers "
+                    f"{self.support_plan.n_atoms} atoms, the volume has {n}"
+                )
+            return self.support_plan
         if self.support_radius is not None:
-            radius = self.support_radius
-            return None, ((n, radius, window_size(radius, self.voxel_size_value)),)
-        amplitudes, variances = _concrete(volume.amplitudes), _concrete(volume.variances)
-        if amplitudes is None or variances is None:
+            return SupportPlan.from_radius(n, self.support_radius, self.voxel_size_value)
+        mixture = volume.concrete_mixture
+        if mixture is None or not mixture.describes(volume.amplitudes, volume.variances):
+            mixture = ConcreteMixture.of(volume.amplitudes, volume.variances)
+        if mixture is None:
             return None
-        radii = support_radii(
-            amplitudes, variances, self.voxel_size_value, self._truncation_for(variances.dtype)
-        )
-        order, groups = support_groups(radii, self.voxel_size_value)
-        return (None if len(groups) == 1 else order), groups
+        return mixture.plan(self.voxel_size_value, self.truncation)
 
     def support_radius_for(self, volume: GaussianMixtureVolume) -> float | None:
         """The largest support radius (A) used for `volume`, or None if it cannot be sized."""
-        plan = self.support_plan(volume)
-        return None if plan is None else max(radius for _, radius, _ in plan[1])
+        plan = self.plan_for(volume)
+        return None if plan is None else plan.radius
 
     def _check(self, volume) -> GaussianMixtureVolume:
         if not isinstance(volume, GaussianMixtureVolume):
@@ -203,36 +207,35 @@ class GaussianMixtureRenderFn(AbstractVolumeRenderFn, strict=True):
             )
         return volume
 
+    def _render_planes(self, volume: GaussianMixtureVolume, plan: SupportPlan, z_start,
+                       z_size: int) -> Float[Array, "z_size ny nx"]:
+        positions, amplitudes, variances = volume.positions, volume.amplitudes, volume.variances
+        if plan.order is not None:
+            order = jnp.asarray(plan.order)
+            positions, amplitudes, variances = positions[order], amplitudes[order], variances[order]
+        return render_local(
+            positions, amplitudes, variances, self.shape,
+            self.voxel_size.astype(positions.dtype), plan.groups, z_start=z_start,
+            z_size=int(z_size), n_batches=self.n_batches, scatter=self.scatter,
+        )
+
     def render_slab(
         self, volume: GaussianMixtureVolume, z_start, z_size: int
     ) -> Float[Array, "z_size ny nx"]:
         """Render z-planes `[z_start, z_start + z_size)` of the grid only.
 
         Equals the same planes of the whole render (bit for bit on CPU), so a volume too
-        large for one device can be rendered slab by slab. Needs a concrete support radius.
+        large for one device can be rendered slab by slab (`atoms_touching_planes` says
+        which atoms each slab needs). Needs a support plan.
         """
         volume = self._check(volume)
-        plan = self.support_plan(volume)
+        plan = self.plan_for(volume)
         if plan is None:
             raise ValueError(
-                "GaussianMixtureRenderFn.render_slab: variances are traced; pass "
-                "support_radius= or support_groups= when building the render fn"
+                "GaussianMixtureRenderFn.render_slab: variances are traced; build the "
+                "volume outside jit, or pass support_plan= (see for_volume) or support_radius="
             )
-        order, groups = plan
-        positions, amplitudes, variances = volume.positions, volume.amplitudes, volume.variances
-        if order is not None:
-            positions, amplitudes, variances = positions[order], amplitudes[order], variances[order]
-        return render_local(
-            positions,
-            amplitudes,
-            variances,
-            self.shape,
-            self.voxel_size.astype(positions.dtype),
-            groups,
-            z_start=z_start,
-            z_size=int(z_size),
-            n_batches=self.n_batches,
-        )
+        return self._render_planes(volume, plan, z_start, z_size)
 
     def __call__(
         self,
@@ -244,11 +247,12 @@ class GaussianMixtureRenderFn(AbstractVolumeRenderFn, strict=True):
     ) -> Inexact[Array, "nz ny nx"]:
         """Render the volume; see `AbstractVolumeRenderFn.__call__` for the arguments."""
         volume = self._check(volume_representation)
-        voxel_size = self.voxel_size.astype(volume.positions.dtype)
-        if self.support_plan(volume) is None:
+        plan = self.plan_for(volume)
+        if plan is None:
             warnings.warn(
-                "GaussianMixtureRenderFn: variances are traced, so every atom is evaluated "
-                "on every voxel (slow); pass support_radius= to keep the local path",
+                "GaussianMixtureRenderFn: variances are traced and no support plan is held, "
+                "so every atom is evaluated on every voxel (slow); build the volume outside "
+                "jit or use render_fn.for_volume(volume) to keep the local path",
                 stacklevel=2,
             )
             real = render_dense(
@@ -256,19 +260,19 @@ class GaussianMixtureRenderFn(AbstractVolumeRenderFn, strict=True):
                 volume.amplitudes,
                 volume.variances,
                 self.shape,
-                voxel_size,
+                self.voxel_size.astype(volume.positions.dtype),
                 batch_size=self.batch_size or 1,
                 n_batches=self.n_batches,
             )
         elif self.batch_size is None or self.batch_size >= self.shape[0]:
-            real = self.render_slab(volume, 0, self.shape[0])
+            real = self._render_planes(volume, plan, 0, self.shape[0])
         else:
             nz, b = self.shape[0], self.batch_size
             n_steps = -(-nz // b)
             starts = jnp.arange(n_steps) * b
             # Slabs of b planes, the last one overlapping the end; cropped below.
             slabs = jax.lax.map(
-                lambda z0: self.render_slab(volume, jnp.minimum(z0, nz - b), b), starts
+                lambda z0: self._render_planes(volume, plan, jnp.minimum(z0, nz - b), b), starts
             )
             real = jnp.concatenate(
                 [slabs[:-1].reshape(-1, *self.shape[1:]), slabs[-1][b * n_steps - nz :]]

@@ -11,10 +11,10 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .pose import AbstractPose
+from .._pose.pose import AbstractPose
 
 
-class AbstractVolumeParametrization(eqx.Module, strict=True):
+class AbstractVolumeParametrization(eqx.Module):
     """A parametrization of a volume, mapped to a representation for imaging.
 
     Implement this when how a volume is parametrized for analysis (an ensemble, a
@@ -33,7 +33,7 @@ class AbstractVolumeParametrization(eqx.Module, strict=True):
         """
 
 
-class AbstractVolumeRepresentation(AbstractVolumeParametrization, strict=True):
+class AbstractVolumeRepresentation(AbstractVolumeParametrization):
     """A concrete representation of a volume: atoms, voxels, ..."""
 
     @abstractmethod
@@ -41,7 +41,7 @@ class AbstractVolumeRepresentation(AbstractVolumeParametrization, strict=True):
         """Rotate the coordinate system of the volume by `pose` (`R^T` if `inverse`)."""
 
 
-class AbstractAtomVolume(AbstractVolumeRepresentation, strict=True):
+class AbstractAtomVolume(AbstractVolumeRepresentation):
     """A volume represented as a point cloud of atoms."""
 
     @abstractmethod

@@ -4,11 +4,11 @@ import equinox as eqx
 import jax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .gaussian_mixture_volume import GaussianMixtureVolume
-from .volume_base import AbstractVolumeParametrization
+from .gaussian_mixture import GaussianMixtureVolume
+from .base_volume import AbstractVolumeParametrization
 
 
-class PositionJitteredVolume(AbstractVolumeParametrization, strict=True):
+class PositionJitteredVolume(AbstractVolumeParametrization):
     """A `GaussianMixtureVolume` whose positions get independent isotropic gaussian noise
     of standard deviation `jitter_in_angstroms` at each `to_representation(key)`.
 

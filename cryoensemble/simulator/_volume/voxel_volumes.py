@@ -20,13 +20,13 @@ import jax.numpy as jnp
 from jax.scipy.ndimage import map_coordinates
 from jaxtyping import Array, Complex, Float, PRNGKeyArray
 
-from ..coordinates.frequency import make_frequency_slice
-from ..coordinates.grids import make_coordinate_grid
-from ..ndimage.edges import crop_to_shape, pad_to_shape
-from ..ndimage.masks import SincCorrectionMask
-from ..ndimage.splines import compute_spline_coefficients
-from .pose import AbstractPose
-from .volume_base import AbstractVolumeRepresentation
+from ...coordinates.frequency import make_frequency_slice
+from ...coordinates.grids import make_coordinate_grid
+from ...ndimage.edges import crop_to_shape, pad_to_shape
+from ...ndimage.masks import SincCorrectionMask
+from ...ndimage.splines import compute_spline_coefficients
+from .._pose.pose import AbstractPose
+from .base_volume import AbstractVolumeRepresentation
 
 
 def _real_cube(real_voxel_grid, owner: str) -> Float[Array, "dim dim dim"]:

@@ -8,10 +8,10 @@ faces, `(erf(hi / (sqrt(2) s)) - erf(lo / (sqrt(2) s))) / 2`, so an atom's voxel
 Two evaluations share that formula:
 
 - `render_local`: each atom is evaluated only on a cube of K^3 voxels around it (K from a
-  truncation bound, `support_radius`), and the cubes are scatter-added into the grid.
+  truncation bound, `support_radii`), and the cubes are scatter-added into the grid.
   Cost scales with atoms x K^3, not atoms x grid. The cubes are computed inside the
   scatter (XLA fuses them), so they never occupy memory; on GPUs the scatter adds voxel
-  by voxel into the unpadded grid, on CPUs row by row into a padded one (`SCATTER`).
+  by voxel into the unpadded grid, on CPUs row by row into a padded one (`scatter`).
 - `render_dense`: every atom on every voxel, as rank-1 products summed by matrix
   multiplication, z-plane batch by z-plane batch. No truncation; used when the support
   cannot be sized (variances traced under `jit`) and as the cryojax-style reference.
@@ -23,7 +23,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, Bool, Float, Int
 
 
 Shape3 = tuple[int, int, int]
@@ -86,14 +86,6 @@ def support_radii(
     return hi[inverse.reshape(-1)]
 
 
-def support_radius(
-    amplitudes: np.ndarray, variances: np.ndarray, voxel_size: float, truncation: float
-) -> float:
-    """One half-width (A) that suffices for every atom: the largest of `support_radii`."""
-    radii = support_radii(amplitudes, variances, voxel_size, truncation)
-    return float(radii.max()) if radii.size else 0.0
-
-
 # ((n_atoms, radius in A, window size k), ...) of contiguous groups of atoms.
 SupportGroups = tuple[tuple[int, float, int], ...]
 
@@ -139,21 +131,28 @@ def window_size(radius, voxel_size: float):
 
 def voxel_offsets(positions: Float[Array, "n 3"], voxel_size) -> Float[Array, "n 3"]:
     """Positions (x, y, z) in A to (z, y, x) in voxels from the grid's centre voxel."""
-    # Multiply by the reciprocal: XLA rewrites division so under jit, and doing the same
-    # here keeps eager, jitted and sliced renders identical to the last bit.
-    return positions[:, ::-1] * (1.0 / voxel_size)
+    # Multiply by the reciprocal (XLA rewrites division so under jit), and keep the
+    # product apart from the adds that follow (the barrier): fused, the compiler may
+    # contract them into one FMA in one graph and not in another, and window starts
+    # exactly on a plane would then differ between a render and its slab plan.
+    return jax.lax.optimization_barrier(positions[:, ::-1] * (1.0 / voxel_size))
 
 
-def grid_indices(
-    positions: Float[Array, "n 3"], shape: Shape3, voxel_size
-) -> Float[Array, "n 3"]:
-    """Positions (x, y, z) in A to fractional voxel indices (z, y, x).
+def window_starts(offsets: Float[Array, "n 3"], shape: Shape3, radius: float,
+                  voxel_size) -> Int[Array, "n 3"]:
+    """The first voxel (z, y, x), in absolute grid indices, of each atom's window of
+    half-width `radius` (A), from its `voxel_offsets`. The one rule of which voxels an
+    atom reaches: the kernels and `atoms_touching_planes` both call it."""
+    index = offsets + jnp.asarray([s // 2 for s in shape], jnp.int32).astype(offsets.dtype)
+    reach = jax.lax.optimization_barrier(radius * (1.0 / voxel_size))  # no FMA: see above
+    return jnp.floor(index - reach + 0.5).astype(jnp.int32)
 
-    Voxel i of an axis of length n sits at (i - n // 2) * voxel_size.
-    """
-    return voxel_offsets(positions, voxel_size) + jnp.asarray(
-        [s // 2 for s in shape], dtype=positions.dtype
-    )
+
+def touches_planes(start: Int[Array, "n 3"], k: int, shape: Shape3, z0, z1) -> Bool[Array, " n"]:
+    """Whether each k-voxel window starting at `start` meets planes [z0, z1) of `shape`."""
+    lower = jnp.stack([jnp.asarray(z0, jnp.int32), jnp.int32(0), jnp.int32(0)])
+    upper = jnp.stack([jnp.asarray(z1, jnp.int32), jnp.int32(shape[1]), jnp.int32(shape[2])])
+    return jnp.all((start + k > lower) & (start < upper), axis=1)
 
 
 def _voxel_masses(edges: Float[Array, "n g k1"], sigma: Float[Array, "n g 1"]):
@@ -174,13 +173,13 @@ def _profiles(offset, start, k, sigma, voxel_size):
     return _voxel_masses((faces - offset[:, None, None]) * voxel_size, sigma)
 
 
-# How blocks are accumulated into the grid (read at trace time; benchmarks compare them):
+# How blocks are accumulated into the grid (`GaussianMixtureRenderFn(scatter=...)`):
 # - "voxels": one scatter update per voxel into the unpadded grid, voxels outside it
-#   dropped; on an H100 1.6x faster than rows (tiled 1.1M atoms: 3.4 vs 5.6 ms).
-# - "rows": k^2 rows of k voxels into a grid padded by k - 1 (3x faster than voxels on CPU).
+#   dropped (the faster one on GPUs).
+# - "rows": k^2 rows of k voxels into a grid padded by k - 1 (the faster one on CPUs).
 # - "windows": whole k^3 windows into the padded grid.
 # - "auto": "voxels" on GPUs, "rows" elsewhere, chosen per compilation platform.
-SCATTER = "auto"
+SCATTER_STRATEGIES = ("auto", "voxels", "rows", "windows")
 
 
 def _window_blocks(
@@ -257,6 +256,7 @@ def render_local(
     z_start=0,
     z_size: int | None = None,
     n_batches: int = 1,
+    scatter: str = "auto",
 ) -> Float[Array, "z_size ny nx"]:
     """Voxel averages of a gaussian mixture, each atom on a K^3 window around it.
 
@@ -272,6 +272,7 @@ def render_local(
       groups whose k^3 windows cover `radius` (A) around each atom (see `support_groups`).
     - `n_batches`: each group's atoms are processed in this many parts, summed in
       sequence, which bounds the memory of the per-atom intermediates.
+    - `scatter`: how windows are added into the grid (`SCATTER_STRATEGIES`).
     """
     nz, ny, nx = shape
     z_size = nz if z_size is None else z_size
@@ -284,11 +285,13 @@ def render_local(
     offsets = voxel_offsets(positions, voxel_size)
     z_start = jnp.asarray(z_start, jnp.int32)
     accumulate = functools.partial(
-        _accumulate, shape=(z_size, ny, nx), centre=tuple(s // 2 for s in shape),
-        groups=groups, n_batches=n_batches,
+        _accumulate, shape=(z_size, ny, nx), grid_shape=tuple(shape), groups=groups,
+        n_batches=n_batches,
     )
-    if SCATTER != "auto":
-        return accumulate(offsets, amplitudes, variances, voxel_size, z_start, scatter=SCATTER)
+    if scatter not in SCATTER_STRATEGIES:
+        raise ValueError(f"render_local: scatter must be one of {SCATTER_STRATEGIES}; got {scatter!r}")
+    if scatter != "auto":
+        return accumulate(offsets, amplitudes, variances, voxel_size, z_start, scatter=scatter)
     voxels = functools.partial(accumulate, scatter="voxels")
     return jax.lax.platform_dependent(
         offsets, amplitudes, variances, voxel_size, z_start,
@@ -296,18 +299,16 @@ def render_local(
     )
 
 
-def _accumulate(offsets, amplitudes, variances, voxel_size, z_start, *, shape, centre,
+def _accumulate(offsets, amplitudes, variances, voxel_size, z_start, *, shape, grid_shape,
                 groups, n_batches, scatter):
-    """`render_local` on voxel `offsets` from the grid's `centre` voxel, into the slab
-    `shape` starting at absolute plane `z_start`, with the `scatter` strategy."""
+    """`render_local` on voxel `offsets` (from the centre of the grid `grid_shape`), into
+    the slab `shape` starting at absolute plane `z_start`, with the `scatter` strategy."""
     z_size, ny, nx = shape
-    dtype = offsets.dtype
-    centre_voxel = jnp.asarray(centre, jnp.int32)
+    centre_voxel = jnp.asarray([s // 2 for s in grid_shape], jnp.int32)
     k_max = max([k for _, _, k in groups] + [1])
     pad = 0 if scatter == "voxels" else k_max - 1
     padded_shape = (z_size + 2 * pad, ny + 2 * pad, nx + 2 * pad)
     lower = jnp.stack([z_start, jnp.int32(0), jnp.int32(0)])
-    upper = lower + jnp.asarray(shape, jnp.int32)
 
     def add_group(grid, offsets, amplitudes, variances, radius, k):
         n = offsets.shape[0]
@@ -323,20 +324,16 @@ def _accumulate(offsets, amplitudes, variances, voxel_size, z_start, *, shape, c
             pad_atoms(amplitudes, 0.0).reshape(parts, per_batch, -1),
             pad_atoms(variances, 1.0).reshape(parts, per_batch, -1),
         )
-        radius_in_voxels = radius * (1.0 / voxel_size)
 
         def add_batch(grid, batch):
             offset, amplitude, variance = batch
-            # First voxel of each atom's window, in absolute grid indices (the same
-            # float32 rule as `grid_indices`, which slab planners reproduce).
-            index = offset + centre_voxel.astype(dtype)
-            start = jnp.floor(index - radius_in_voxels + 0.5).astype(jnp.int32)
+            start = window_starts(offset, grid_shape, radius, voxel_size)
             sigma = jnp.sqrt(variance)[..., None]
             pz, py, px = (
                 _profiles(offset[:, j], start[:, j] - centre_voxel[j], k, sigma, voxel_size)
                 for j in range(3)
             )
-            touches = jnp.all((start + k > lower) & (start < upper), axis=1)
+            touches = touches_planes(start, k, grid_shape, z_start, z_start + z_size)
             weight = jnp.where(touches[:, None], amplitude, 0.0) * (1.0 / voxel_size) ** 3
             blocks = _window_blocks(weight, pz, py, px)
             if scatter == "voxels":
@@ -350,7 +347,7 @@ def _accumulate(offsets, amplitudes, variances, voxel_size, z_start, *, shape, c
             return add_batch(grid, jax.tree.map(lambda x: x[0], batches))[0]
         return jax.lax.scan(add_batch, grid, batches)[0]
 
-    grid = jnp.zeros(padded_shape, dtype)
+    grid = jnp.zeros(padded_shape, offsets.dtype)
     first = 0
     for count, radius, k in groups:
         if count:

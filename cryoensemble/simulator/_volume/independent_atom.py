@@ -9,14 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
-from ..constants.scattering_factors import (
+from ...constants.scattering_factors import (
     LobatoScatteringFactorParameters,
     PengScatteringFactorParameters,
 )
-from ..ndimage.fourier_operators import AbstractFourierOperator
-from ..ndimage.scattering_factors import LobatoScatteringFactor, PengScatteringFactor
-from .pose import AbstractPose
-from .volume_base import as_positions, AbstractAtomVolume
+from ...ndimage.fourier_operators import AbstractFourierOperator
+from ...ndimage.scattering_factors import LobatoScatteringFactor, PengScatteringFactor
+from .._pose.pose import AbstractPose
+from .base_volume import as_positions, AbstractAtomVolume
 
 
 def _is_operator(x) -> bool:
@@ -54,7 +54,7 @@ def split_atoms_by_element(
     return tuple(atom_positions[atomic_numbers == z] for z in elements), elements
 
 
-class IndependentAtomVolume(AbstractAtomVolume, strict=True):
+class IndependentAtomVolume(AbstractAtomVolume):
     """Atoms grouped by type, each type with its electron scattering factor.
 
     The potential is `U = F^-1[ sum_types f_type(xi) sum_(atoms of type) exp(2 pi i xi.r_n) ]`

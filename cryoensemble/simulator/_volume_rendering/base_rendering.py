@@ -5,11 +5,11 @@ from abc import abstractmethod
 import equinox as eqx
 from jaxtyping import Array, Inexact
 
-from ..ndimage.fft import fftn, fftshift_spectrum, rfftn
-from .volume_base import AbstractVolumeRepresentation
+from ...ndimage.fft import fftn, fftshift_spectrum, rfftn
+from .._volume.base_volume import AbstractVolumeRepresentation
 
 
-class AbstractVolumeRenderFn(eqx.Module, strict=True):
+class AbstractVolumeRenderFn(eqx.Module):
     """Renders a volume representation onto a voxel grid (potential in A^-2).
 
     Grids are indexed [z, y, x]; voxel i of an axis of length n sits at

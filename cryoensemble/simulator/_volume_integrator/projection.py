@@ -23,11 +23,11 @@ import jax.numpy as jnp
 from jax.scipy.ndimage import map_coordinates
 from jaxtyping import Array, Float, Inexact
 
-from ..ndimage.edges import resize_with_crop_or_pad
-from ..ndimage.splines import evaluate_spline
-from .gaussian_mixture_volume import GaussianMixtureVolume
-from .volume_base import AbstractVolumeRepresentation
-from .voxel_volumes import FourierVoxelGridVolume, FourierVoxelSplineVolume, RealVoxelGridVolume
+from ...ndimage.edges import resize_with_crop_or_pad
+from ...ndimage.splines import evaluate_spline
+from .._volume.gaussian_mixture import GaussianMixtureVolume
+from .._volume.base_volume import AbstractVolumeRepresentation
+from .._volume.voxel_volumes import FourierVoxelGridVolume, FourierVoxelSplineVolume, RealVoxelGridVolume
 
 
 def _image_shape(shape, owner: str) -> tuple[int, int] | None:

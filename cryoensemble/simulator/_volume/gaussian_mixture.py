@@ -4,12 +4,12 @@ from typing import Self
 
 import equinox as eqx
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ..constants.scattering_factors import PengScatteringFactorParameters
-from .pose import AbstractPose
-from .volume_base import AbstractAtomVolume, as_positions
+from ...constants import PengScatteringFactorParameters, b_factor_to_variance
+from .._pose.pose import AbstractPose
+from .._volume_rendering.support_plan import ConcreteMixture
+from .base_volume import AbstractAtomVolume, as_positions
 
 
 def _per_gaussian(value, n_positions: int, name: str) -> Float[Array, "n_positions n_gaussians"]:
@@ -29,7 +29,7 @@ def _per_gaussian(value, n_positions: int, name: str) -> Float[Array, "n_positio
     )
 
 
-class GaussianMixtureVolume(AbstractAtomVolume, strict=True):
+class GaussianMixtureVolume(AbstractAtomVolume):
     """A volume as a mixture of gaussians, with several gaussians per position.
 
     Following Peng et al. (1996), atom n contributes
@@ -41,6 +41,7 @@ class GaussianMixtureVolume(AbstractAtomVolume, strict=True):
     positions: Float[Array, "n_positions 3"]
     amplitudes: Float[Array, "n_positions n_gaussians"]
     variances: Float[Array, "n_positions n_gaussians"]
+    concrete_mixture: ConcreteMixture | None = eqx.field(static=True)
 
     def __init__(self, positions, amplitudes, variances):
         """**Arguments:**
@@ -65,6 +66,9 @@ class GaussianMixtureVolume(AbstractAtomVolume, strict=True):
         self.positions = positions.astype(dtype)
         self.amplitudes = jnp.broadcast_to(amplitudes, (n, n_gaussians)).astype(dtype)
         self.variances = jnp.broadcast_to(variances, (n, n_gaussians)).astype(dtype)
+        # Built outside jit, the volume keeps a host view of its mixture, so renderers can
+        # size their windows even when it is later passed through jit (see support_plan).
+        self.concrete_mixture = ConcreteMixture.of(self.amplitudes, self.variances)
 
     @classmethod
     def from_tabulated_parameters(
@@ -97,7 +101,7 @@ class GaussianMixtureVolume(AbstractAtomVolume, strict=True):
                     f"must be a scalar or shape ({n_atoms},); got {extra.shape}"
                 )
             b = b + (extra if extra.ndim == 0 else extra[:, None])
-        return cls(atom_positions, a, b / (8.0 * np.pi**2))
+        return cls(atom_positions, a, b_factor_to_variance(b))
 
     def to_representation(self, rng_key: PRNGKeyArray | None = None) -> Self:
         """The identity: this is already a representation."""

@@ -1,0 +1,1 @@
+"""Internal: see `cryoensemble.simulator` for the public names."""

@@ -1,0 +1,69 @@
+"""Ensemble sources: what they read, and the errors that name bad inputs."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+from helpers import DATA
+from cryoensemble.errors import EnsembleSourceError
+from cryoensemble.sources import (
+    AbstractEnsembleSource,
+    MorphSource,
+    ParametrizationSource,
+    StructureFilesSource,
+    TrajectorySource,
+)
+
+
+def test_sources_refuse_mismatched_atoms(tmp_path):
+    with pytest.raises(EnsembleSourceError, match="atoms differ"):
+        StructureFilesSource([DATA / "adk_closed.pdb", DATA / "1uao.pdb"]).read(0, 2)
+    with pytest.raises(EnsembleSourceError, match="atoms differ"):
+        MorphSource(DATA / "adk_closed.pdb", DATA / "8zpm.cif", 3)
+    with pytest.raises(EnsembleSourceError, match="no files match"):
+        StructureFilesSource([str(tmp_path / "*.pdb")])
+
+
+def test_tiled_and_cycled_sources():
+    from cryoensemble.sources import CycledSource, TiledSource
+
+    unit = StructureFilesSource([DATA / "adk_closed.pdb", DATA / "adk_open.pdb"])
+    tiled = TiledSource(unit, (1, 2, 1), np.diag([100.0, 90.0, 80.0]))
+    positions = tiled.read(0, 2)
+    assert positions.shape == (2, 2 * unit.n_atoms, 3) and tiled.n_atoms == 2 * unit.n_atoms
+    np.testing.assert_allclose(positions[:, unit.n_atoms:], unit.read(0, 2) + [0.0, 90.0, 0.0], atol=1e-4)
+    cycled = CycledSource(unit, 5)
+    np.testing.assert_array_equal(cycled.read(1, 4), unit.read(0, 2)[[1, 0, 1]])
+    np.testing.assert_array_equal(cycled.labels()["origin"], [0, 1, 0, 1, 0])
+    with pytest.raises(EnsembleSourceError, match="copies"):
+        TiledSource(unit, (0, 1, 1), np.eye(3))
+
+
+def test_only_sources_with_their_own_mixture_declare_one():
+    """Capabilities live on the base class: tabulated sources have no mixture."""
+    from cryoensemble.simulator import GaussianMixtureVolume, PositionJitteredVolume
+
+    files = StructureFilesSource([DATA / "adk_closed.pdb"])
+    assert AbstractEnsembleSource.mixture(files) is None and files.mixture() is None
+    mean = GaussianMixtureVolume(np.zeros((5, 3)), 1.0, 0.5)
+    sampled = ParametrizationSource(PositionJitteredVolume(mean, 0.3), 2, seed=1)
+    amplitudes, variances = sampled.mixture()
+    np.testing.assert_array_equal(amplitudes, np.asarray(mean.amplitudes))
+    np.testing.assert_array_equal(variances, np.asarray(mean.variances))
+
+
+def test_a_trajectory_source_travels_as_file_names_and_reads_the_same():
+    """Workers receive a pickled source: it reopens the files itself, and reads the
+    frames MDAnalysis reads directly."""
+    import MDAnalysis
+
+    source = TrajectorySource(DATA / "adk.psf", DATA / "adk_dims.dcd", frames="3:9:2")
+    copy = pickle.loads(pickle.dumps(source))
+    assert copy.reader._universe is None  # not pickled
+    universe = MDAnalysis.Universe(str(DATA / "adk.psf"), str(DATA / "adk_dims.dcd"))
+    universe.trajectory[5]
+    np.testing.assert_array_equal(copy.read(1, 2)[0], universe.atoms.positions)
+    np.testing.assert_array_equal(copy.read(0, 3), source.read(0, 3))
+    with pytest.raises(EnsembleSourceError, match="selection"):
+        TrajectorySource(DATA / "adk.psf", DATA / "adk_dims.dcd", selection="resname (")
