@@ -112,7 +112,7 @@ class FourierVoxelGridVolume(AbstractVoxelVolume, strict=True):
         - `fourier_voxel_grid`: the centred spectrum,
           `fftshift(fftn(ifftshift(real_voxel_grid)))`, of a cubic grid.
         - `frequency_slice_in_pixels`: the central slice in cycles per voxel,
-          `make_frequency_slice((dim, dim), outputs_rfft=False)`.
+          `make_frequency_slice((dim, dim), outputs_rfftfreqs=False)`.
         """
         grid = jnp.asarray(fourier_voxel_grid)
         if grid.ndim != 3 or len(set(grid.shape)) != 1:
@@ -154,7 +154,7 @@ class FourierVoxelGridVolume(AbstractVoxelVolume, strict=True):
             real_voxel_grid, pad_scale, pad_mode, sinc_correction, "FourierVoxelGridVolume"
         )
         dim = spectrum.shape[0]
-        frequency_slice = make_frequency_slice((dim, dim), outputs_rfft=False)
+        frequency_slice = make_frequency_slice((dim, dim), outputs_rfftfreqs=False)
         return cls(spectrum, frequency_slice.astype(spectrum.real.dtype))
 
     def rotate_to_pose(self, pose: AbstractPose, inverse: bool = False) -> Self:
@@ -221,7 +221,7 @@ class FourierVoxelSplineVolume(AbstractVoxelVolume, strict=True):
             real_voxel_grid, pad_scale, pad_mode, False, "FourierVoxelSplineVolume"
         )
         dim = spectrum.shape[0]
-        frequency_slice = make_frequency_slice((dim, dim), outputs_rfft=False)
+        frequency_slice = make_frequency_slice((dim, dim), outputs_rfftfreqs=False)
         return cls(
             compute_spline_coefficients(spectrum), frequency_slice.astype(spectrum.real.dtype)
         )
