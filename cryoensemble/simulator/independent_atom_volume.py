@@ -163,6 +163,6 @@ class IndependentAtomVolume(AbstractAtomVolume, strict=True):
 
     def translate_to_pose(self, pose: AbstractPose) -> Self:
         """Return the volume with every position translated by the pose's offset (A)."""
-        offset = pose.offset_in_angstroms
+        offset = pose.offset_in_angstroms_3d
         shift = lambda p: p + offset.astype(p.dtype)  # noqa: E731
         return eqx.tree_at(lambda v: v.positions, self, jax.tree.map(shift, self.positions))
