@@ -230,6 +230,12 @@ def read_atomic_model(
     )
 
 
+def _residue_number(seqid: str) -> int:
+    """The number of a gemmi seqid string such as `'42'` or `'42A'` (insertion code)."""
+    digits = seqid.strip().rstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+    return int(digits) if digits.lstrip("-").isdigit() else 0
+
+
 def atomic_model_to_mmdf(model: AtomicModel):
     """The atoms of an `AtomicModel` as a `pandas.DataFrame` in `mmdf.read`'s columns
     (one row per atom and model), for `mmdf_to_atoms` and `mmdf_to_topology`."""
@@ -247,7 +253,7 @@ def atomic_model_to_mmdf(model: AtomicModel):
             "model": np.repeat(model.model_numbers, n_atoms),
             "chain": tile(labels[:, 0]),
             "residue": tile(labels[:, 2]),
-            "residue_id": tile(np.asarray([int(float(r.split()[0].rstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZ") or 0)) for r in labels[:, 1]])),
+            "residue_id": tile(np.asarray([_residue_number(r) for r in labels[:, 1]])),
             "atom": tile(labels[:, 3]),
             "element": tile(symbols),
             "atomic_number": tile(model.atomic_numbers),

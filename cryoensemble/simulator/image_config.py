@@ -162,9 +162,10 @@ class BasicImageConfig(AbstractImageConfig, strict=True):
         self,
         shape: tuple[int, int],
         pixel_size,
-        voltage_in_kilovolts,
+        voltage_in_kilovolts=300.0,
         *,
         padded_shape: tuple[int, int] | None = None,
+        pad_scale: float = 1.0,
         precompute_mode: Literal["none", "rfft", "fft", "all", "compile_time_eval"] = "none",
         pad_options: dict = {},
     ):
@@ -174,6 +175,7 @@ class BasicImageConfig(AbstractImageConfig, strict=True):
         - `pixel_size`: in A.
         - `voltage_in_kilovolts`: the accelerating voltage, kV.
         - `padded_shape`: the shape projections are computed at (default `shape`).
+        - `pad_scale`: cryojax 0.6's alternative, `padded_shape = int(pad_scale * shape)`.
         - `precompute_mode`: accepted for cryojax compatibility; grids are computed when
           asked for (under `jit` they are compile-time constants anyway).
         - `pad_options`: cryojax's deprecated spelling, `{"shape": padded_shape}`.
@@ -181,6 +183,10 @@ class BasicImageConfig(AbstractImageConfig, strict=True):
         if "shape" in pad_options:
             padded_shape = pad_options["shape"]
         self.shape = _image_shape(shape, "shape")
+        if padded_shape is None and pad_scale != 1.0:
+            if not pad_scale >= 1.0:
+                raise ValueError(f"BasicImageConfig: pad_scale must be >= 1; got {pad_scale}")
+            padded_shape = tuple(int(pad_scale * n) for n in self.shape)
         self.padded_shape = self.shape if padded_shape is None else _image_shape(padded_shape, "padded_shape")
         if self.padded_shape[0] < self.shape[0] or self.padded_shape[1] < self.shape[1]:
             raise ValueError(
