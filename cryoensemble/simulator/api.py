@@ -60,6 +60,8 @@ def load_tabulated_volume(
     - `pdb_options`: other keywords of `mmdf_to_atoms` / `read_atoms_from_pdb`.
     """
     # The one place the core reads files: cryojax has this function in `simulator`.
+    import pandas as pd
+
     from ..io import atomic_model_to_mmdf, mmdf_to_atoms, read_atomic_model
 
     if isinstance(path_or_mmdf, (str, os.PathLike)):
@@ -67,7 +69,7 @@ def load_tabulated_volume(
         reader = {k: v for k, v in pdb_options.items() if k in reader_keys}
         pdb_options = {k: v for k, v in pdb_options.items() if k not in reader_keys}
         frame = atomic_model_to_mmdf(read_atomic_model(path_or_mmdf, **reader))
-    elif type(path_or_mmdf).__name__ == "DataFrame":
+    elif isinstance(path_or_mmdf, pd.DataFrame):
         frame = path_or_mmdf
     else:
         raise TypeError(
