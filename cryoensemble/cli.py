@@ -30,15 +30,17 @@ def _volume(args) -> int:
     import numpy as np
 
     from .constants import PengScatteringFactorParameters
-    from .io import read_atoms_from_pdb, write_volume_to_mrc
+    from .io import atomic_model_to_mmdf, mmdf_to_atoms, read_atomic_model, write_volume_to_mrc
     from .simulator import GaussianMixtureRenderFn, GaussianMixtureVolume
 
     if os.path.exists(args.out) and not args.overwrite:
         print(f"cryoensemble: {args.out} exists; pass --overwrite to replace it", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    positions, atomic_numbers, b_factors = read_atoms_from_pdb(
-        args.input, model_index=args.model, loads_b_factors=True
+    # --model is a 0-based index; read_atoms_from_pdb's model_index is a model number.
+    positions, atomic_numbers, b_factors = mmdf_to_atoms(
+        atomic_model_to_mmdf(read_atomic_model(args.input, model_index=args.model)),
+        loads_b_factors=True,
     )
     volume = GaussianMixtureVolume.from_tabulated_parameters(
         positions,

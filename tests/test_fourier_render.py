@@ -356,9 +356,11 @@ def test_fourier_outputs_and_frequency_grid():
     rfft = render(volume, outputs_real_space=False, outputs_rfft=True)
     shifted = render(volume, outputs_real_space=False, fftshifted=True)
     scale = np.abs(rfft).max()
-    np.testing.assert_allclose(rfft, np.fft.rfftn(real), atol=1e-5 * scale)
-    np.testing.assert_allclose(shifted, np.fft.fftshift(np.fft.fftn(real)), atol=1e-5 * scale)
-    grid = jnp.fft.fftshift(make_frequency_grid(shape, 0.9, outputs_rfft=False), axes=(0, 1, 2))
+    # cryojax's convention: phases about the origin voxel n // 2 (ifftshift first).
+    centred = np.fft.ifftshift(real)
+    np.testing.assert_allclose(rfft, np.fft.rfftn(centred), atol=1e-5 * scale)
+    np.testing.assert_allclose(shifted, np.fft.fftshift(np.fft.fftn(centred)), atol=1e-5 * scale)
+    grid = jnp.fft.fftshift(make_frequency_grid(shape, 0.9, outputs_rfftfreqs=False), axes=(0, 1, 2))
     given = FFTAtomRenderFn(shape, 0.9, frequency_grid=grid)(volume)
     np.testing.assert_allclose(given, real, atol=1e-6 * np.abs(real).max())
 

@@ -366,9 +366,11 @@ def test_fourier_outputs():
     rfft = render(volume, outputs_real_space=False, outputs_rfft=True)
     fft_shifted = render(volume, outputs_real_space=False, fftshifted=True)
     assert rfft.shape == (10, 12, 8)
-    np.testing.assert_allclose(rfft, np.fft.rfftn(real), atol=1e-4 * np.abs(rfft).max())
+    # cryojax's convention: phases about the origin voxel n // 2 (ifftshift first).
+    centred = np.fft.ifftshift(real)
+    np.testing.assert_allclose(rfft, np.fft.rfftn(centred), atol=1e-4 * np.abs(rfft).max())
     np.testing.assert_allclose(
-        fft_shifted, np.fft.fftshift(np.fft.fftn(real)), atol=1e-4 * np.abs(rfft).max()
+        fft_shifted, np.fft.fftshift(np.fft.fftn(centred)), atol=1e-4 * np.abs(rfft).max()
     )
 
 

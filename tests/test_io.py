@@ -19,10 +19,15 @@ from cryoensemble.io import (
 
 
 def test_md_written_pdb_infers_elements():
-    positions, atomic_numbers = read_atoms_from_pdb(DATA / "adk_closed.pdb")
+    positions, atomic_numbers, properties = read_atoms_from_pdb(
+        DATA / "adk_closed.pdb", loads_properties=True
+    )
     assert positions.shape == (3341, 3)
     assert set(atomic_numbers.tolist()) == {1, 6, 7, 8, 16}
-    assert np.allclose(positions.mean(axis=0), 0.0, atol=1e-9)  # centred by default
+    # Centred on the centre of mass by default (cryojax's convention).
+    masses = properties["masses"]
+    np.testing.assert_allclose(masses @ positions / masses.sum(), 0.0, atol=1e-9)
+    assert not np.allclose(positions.mean(axis=0), 0.0, atol=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -37,9 +42,12 @@ def test_infer_element(name, residue, element):
 def test_multi_model_file():
     model = read_atomic_model(DATA / "1uao_assembly.pdb")
     assert model.n_models == 10
-    positions, _ = read_atoms_from_pdb(DATA / "1uao_assembly.pdb")
+    positions, _ = read_atoms_from_pdb(DATA / "1uao_assembly.pdb", stack_models=True)
     assert positions.shape == (10, model.n_atoms, 3)
-    single, _ = read_atoms_from_pdb(DATA / "1uao_assembly.pdb", model_index=3, center=False)
+    flat, _ = read_atoms_from_pdb(DATA / "1uao_assembly.pdb")
+    assert flat.shape == (10 * model.n_atoms, 3)
+    # model_index is the file's model number (MODEL 4 is the fourth model).
+    single, _ = read_atoms_from_pdb(DATA / "1uao_assembly.pdb", model_index=4, center=False)
     np.testing.assert_allclose(single, model.positions[3])
 
 
@@ -118,14 +126,14 @@ def test_mrc_round_trip_and_no_silent_overwrite(tmp_path):
     volume = np.random.default_rng(0).random((6, 7, 8)).astype(np.float32)
     path = tmp_path / "v.mrc"
     write_volume_to_mrc(volume, 1.25, path)
-    array, voxel_size = read_array_from_mrc(path)
+    array, voxel_size = read_array_from_mrc(path, loads_grid_spacing=True)
     np.testing.assert_array_equal(array, volume)
     assert voxel_size == pytest.approx(1.25)
     with pytest.raises(FileExistsError, match="v.mrc"):
         write_volume_to_mrc(volume * 2, 1.25, path)
-    np.testing.assert_array_equal(read_array_from_mrc(path)[0], volume)
+    np.testing.assert_array_equal(read_array_from_mrc(path), volume)
 
 
 def test_reads_real_mrc():
-    array, voxel_size = read_array_from_mrc(DATA / "3j9g_potential_ps4_4.mrc")
+    array, voxel_size = read_array_from_mrc(DATA / "3j9g_potential_ps4_4.mrc", loads_grid_spacing=True)
     assert array.shape == (64, 64, 64) and voxel_size == pytest.approx(4.4, rel=1e-3)

@@ -19,6 +19,7 @@ from cryoensemble.ndimage import (
 )
 from cryoensemble.simulator import (
     AbstractVoxelVolume,
+    BasicImageConfig,
     EulerAnglePose,
     FourierSliceExtraction,
     FourierVoxelGridVolume,
@@ -30,6 +31,12 @@ from cryoensemble.simulator import (
     RealVoxelGridVolume,
     RealVoxelProjection,
 )
+
+
+def project(integrator, volume, shape, pixel_size):
+    """The real-space projection, as a cryojax user asks for it."""
+    config = BasicImageConfig(shape, pixel_size, 300.0)
+    return integrator.integrate(volume, config, outputs_real_space=True)
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +60,12 @@ def adk_case():
 def test_identity_projection_is_the_sum_along_z(volume_cls, shape):
     grid = np.random.default_rng(0).normal(size=shape).astype(np.float32)
     volume = volume_cls.from_real_voxel_grid(grid)
-    image = FourierSliceExtraction(1.0)(volume)
+    image = project(FourierSliceExtraction(), volume, shape[1:], 1.0)
     expected = grid.astype(np.float64).sum(axis=0)
     tolerance = 1e-6 if volume_cls is FourierVoxelGridVolume else 3e-6  # spline: solves
     assert relative_l2(image, expected) <= tolerance
     # The voxel size turns sums into line integrals (A^-1 from A^-2).
-    scaled = FourierSliceExtraction(0.7)(volume)
+    scaled = project(FourierSliceExtraction(), volume, shape[1:], 0.7)
     assert relative_l2(scaled, 0.7 * expected) <= tolerance
 
 
@@ -66,17 +73,18 @@ def test_identity_projection_float64_with_padding(x64):
     grid = np.random.default_rng(1).normal(size=(20, 20, 20))
     volume = FourierVoxelGridVolume.from_real_voxel_grid(grid, pad_scale=2.0)
     assert volume.shape == (40, 40, 40)
-    image = FourierSliceExtraction(1.0, shape=(20, 20))(volume)
+    image = project(FourierSliceExtraction(), volume, (20, 20), 1.0)
     assert relative_l2(image, grid.sum(axis=0)) <= 1e-12
-    rfft = FourierSliceExtraction(1.0, shape=(20, 20))(volume, outputs_real_space=False)
-    np.testing.assert_allclose(rfft, np.fft.rfftn(grid.sum(axis=0)), atol=1e-9)
+    rfft = FourierSliceExtraction().integrate(volume, BasicImageConfig((20, 20), 1.0, 300.0))
+    # The spectrum's phases are about the origin pixel n // 2 (cryojax's rfftn).
+    np.testing.assert_allclose(rfft, np.fft.rfftn(np.fft.ifftshift(grid.sum(axis=0))), atol=1e-9)
 
 
 def test_voxel_sum_equals_exact_atom_projection(adk_case):
     """Independent check of the reference projector: 3D voxel averages summed along z are
     the pixel averages of the line integrals."""
     atoms, voxels, dim, voxel_size = adk_case
-    projection = GaussianMixtureProjection((dim, dim), voxel_size)(atoms)
+    projection = project(GaussianMixtureProjection(), atoms, (dim, dim), voxel_size)
     assert relative_l2(np.asarray(voxels).sum(axis=0) * voxel_size, projection) <= 1e-5
 
 
@@ -92,9 +100,11 @@ def random_poses(n, seed):
 def test_fourier_slice_approaches_atom_projection(adk_case):
     atoms, voxels, dim, voxel_size = adk_case
     poses = random_poses(3, seed=4)
-    project_atoms = GaussianMixtureProjection((dim, dim), voxel_size)
-    references = [project_atoms(atoms.rotate_to_pose(pose)) for pose in poses]
-    extract = FourierSliceExtraction(voxel_size, shape=(dim, dim))
+    references = [
+        project(GaussianMixtureProjection(), atoms.rotate_to_pose(pose), (dim, dim), voxel_size)
+        for pose in poses
+    ]
+    extract = lambda volume: project(FourierSliceExtraction(), volume, (dim, dim), voxel_size)  # noqa: E731
     variants = {
         "linear": (FourierVoxelGridVolume, {}),
         "linear + sinc": (FourierVoxelGridVolume, {"sinc_correction": True}),
@@ -162,7 +172,9 @@ def test_real_voxel_grid_rotated_90_degrees_is_the_permuted_array():
     about_y = cube_volume.rotate_to_pose(EulerAnglePose(theta_angle=90.0)).sample_voxel_grid()
     np.testing.assert_allclose(about_y, np.transpose(cube[:, :, ::-1], (2, 1, 0)), atol=1e-5)
     # The same turn as atoms take it: the real-space route agrees with the atoms' route.
-    projection = RealVoxelProjection(1.0)(cube_volume.rotate_to_pose(EulerAnglePose(phi_angle=90.0)))
+    projection = project(
+        RealVoxelProjection(), cube_volume.rotate_to_pose(EulerAnglePose(phi_angle=90.0)), (11, 11), 1.0
+    )
     np.testing.assert_allclose(projection, about_z.sum(axis=0), atol=1e-4)
 
 
@@ -180,7 +192,7 @@ def test_real_voxel_crop_and_coordinates():
     with pytest.raises(ValueError, match="cubic"):
         FourierVoxelGridVolume.from_real_voxel_grid(np.zeros((8, 8, 6)))
     with pytest.raises(TypeError, match="FourierVoxelGridVolume"):
-        FourierSliceExtraction(1.0)(volume)
+        project(FourierSliceExtraction(), volume, (6, 7), 1.0)
 
 
 # --- building blocks ------------------------------------------------------------------
@@ -228,11 +240,11 @@ def test_frequency_grid_and_slice():
     assert grid.shape == (6, 8, 6, 3)
     np.testing.assert_allclose(grid[..., 0], np.broadcast_to(np.fft.rfftfreq(10, 2.0), (6, 8, 6)))
     np.testing.assert_allclose(grid[..., 2], np.broadcast_to(np.fft.fftfreq(6, 2.0)[:, None, None], (6, 8, 6)))
-    full = make_frequency_grid((5, 7), 1.0, outputs_rfft=False)
+    full = make_frequency_grid((5, 7), 1.0, outputs_rfftfreqs=False)
     assert full.shape == (5, 7, 2)
     np.testing.assert_allclose(full[..., 1], np.broadcast_to(np.fft.fftfreq(5)[:, None], (5, 7)))
-    frequency_slice = make_frequency_slice((8, 8), outputs_rfft=False)
+    frequency_slice = make_frequency_slice((8, 8), outputs_rfftfreqs=False)
     assert frequency_slice.shape == (1, 8, 8, 3)
     np.testing.assert_allclose(frequency_slice[0, 4, :, 0], np.fft.fftshift(np.fft.fftfreq(8)))
     np.testing.assert_array_equal(frequency_slice[..., 2], 0.0)
-    assert make_frequency_slice((8, 8)).shape == (1, 8, 5, 3)
+    assert make_frequency_slice((8, 8), outputs_rfftfreqs=True).shape == (1, 8, 5, 3)

@@ -85,6 +85,19 @@ def check_atomic_numbers(
     return atomic_numbers
 
 
+def check_atomic_numbers_supported(atomic_numbers) -> None:
+    """Raise a ValueError (`UnsupportedElementError`) naming every atomic number that the
+    Peng (1996) or the Lobato (2014) table lacks (cryojax's check; here H to Cf, Z 1-98).
+
+    **Arguments:**
+
+    - `atomic_numbers`: integer atomic numbers, any shape.
+    """
+    atomic_numbers = np.unique(np.asarray(atomic_numbers)).ravel()
+    supported = peng_table()[2] & lobato_table()[2]
+    check_atomic_numbers(atomic_numbers, supported, "The Peng (1996) and Lobato (2014) tables")
+
+
 class PengScatteringFactorParameters(eqx.Module, strict=True):
     """Peng et al. (1996) electron scattering factor parameters, one row per atom.
 

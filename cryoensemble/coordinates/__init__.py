@@ -3,11 +3,13 @@
 from .frequency import (
     make_frequency_grid as make_frequency_grid,
     make_frequency_slice as make_frequency_slice,
+    make_radial_frequency_grid as make_radial_frequency_grid,
 )
 from .grids import (
     as_grid_shape as as_grid_shape,
     make_coordinate_axis as make_coordinate_axis,
     make_coordinate_grid as make_coordinate_grid,
+    make_radial_coordinate_grid as make_radial_coordinate_grid,
 )
 
 
@@ -17,4 +19,6 @@ __all__ = [
     "make_coordinate_grid",
     "make_frequency_grid",
     "make_frequency_slice",
+    "make_radial_coordinate_grid",
+    "make_radial_frequency_grid",
 ]

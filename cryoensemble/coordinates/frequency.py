@@ -18,7 +18,7 @@ def _axis_frequencies(n: int, is_half_axis: bool, centred: bool) -> np.ndarray:
     return np.fft.fftshift(frequencies) if centred else frequencies
 
 
-def _grid(shape, voxel_size, outputs_rfft: bool, centred: bool) -> Float[Array, "... ndim"]:
+def _grid(shape, grid_spacing, outputs_rfft: bool, centred: bool) -> Float[Array, "... ndim"]:
     shape = tuple(int(s) for s in shape)
     if len(shape) not in (2, 3) or min(shape) < 1:
         raise ValueError(f"frequency grids are 2D or 3D with positive sizes; got shape {shape}")
@@ -31,19 +31,19 @@ def _grid(shape, voxel_size, outputs_rfft: bool, centred: bool) -> Float[Array, 
     # the grid is built at run time, not embedded in the program.
     mesh = jnp.meshgrid(*[jnp.asarray(a) for a in axes], indexing="ij")
     grid = jnp.stack(mesh[::-1], axis=-1)
-    return grid / jnp.asarray(voxel_size, dtype=grid.dtype)
+    return grid / jnp.asarray(grid_spacing, dtype=grid.dtype)
 
 
 def make_frequency_grid(
-    shape: tuple[int, ...], voxel_size=1.0, outputs_rfft: bool = True
+    shape: tuple[int, ...], grid_spacing=1.0, outputs_rfftfreqs: bool = True
 ) -> Float[Array, "... ndim"]:
     """A grid of frequency vectors in A^-1, zero frequency in the corner.
 
     **Arguments:**
 
     - `shape`: the real-space shape, (ny, nx) or (nz, ny, nx).
-    - `voxel_size`: the voxel size in A (1: frequencies in cycles per voxel).
-    - `outputs_rfft`: if `True`, the grid of `rfftn`: the last axis holds its
+    - `grid_spacing`: the pixel or voxel size in A (1: frequencies in cycles per voxel).
+    - `outputs_rfftfreqs`: if `True`, the grid of `rfftn`: the last axis holds its
       `n // 2 + 1` non-negative frequencies.
 
     **Returns:**
@@ -51,11 +51,18 @@ def make_frequency_grid(
     Shape `shape + (ndim,)` (last axis `n // 2 + 1` long for `outputs_rfft`), components
     (xi_x, xi_y[, xi_z]) in the last axis.
     """
-    return _grid(shape, voxel_size, outputs_rfft, centred=False)
+    return _grid(shape, grid_spacing, outputs_rfftfreqs, centred=False)
+
+
+def make_radial_frequency_grid(
+    shape: tuple[int, ...], grid_spacing=1.0, outputs_rfftfreqs: bool = True
+) -> Float[Array, "..."]:
+    """`|xi|` in A^-1 on `make_frequency_grid(shape, grid_spacing, outputs_rfftfreqs)`."""
+    return jnp.linalg.norm(make_frequency_grid(shape, grid_spacing, outputs_rfftfreqs), axis=-1)
 
 
 def make_frequency_slice(
-    shape: tuple[int, int], voxel_size=1.0, outputs_rfft: bool = True
+    shape: tuple[int, int], grid_spacing=1.0, outputs_rfftfreqs: bool = False
 ) -> Float[Array, "1 ny nx 3"]:
     """The central slice xi_z = 0 of a 3D frequency grid, zero frequency in the centre.
 
@@ -65,9 +72,9 @@ def make_frequency_slice(
     **Arguments:**
 
     - `shape`: the image shape (ny, nx).
-    - `voxel_size`: the voxel size in A (1: frequencies in cycles per voxel, the
+    - `grid_spacing`: the voxel size in A (1: frequencies in cycles per voxel, the
       `frequency_slice_in_pixels` of voxel volumes).
-    - `outputs_rfft`: if `True`, only the non-negative xi_x (`nx // 2 + 1` of them, in
+    - `outputs_rfftfreqs`: if `True`, only the non-negative xi_x (`nx // 2 + 1` of them, in
       the corner of that axis); the xi_y axis is centred either way.
 
     **Returns:**
@@ -77,5 +84,5 @@ def make_frequency_slice(
     shape = tuple(int(s) for s in shape)
     if len(shape) != 2:
         raise ValueError(f"make_frequency_slice: shape must be (ny, nx); got {shape}")
-    plane = _grid(shape, voxel_size, outputs_rfft, centred=True)
+    plane = _grid(shape, grid_spacing, outputs_rfftfreqs, centred=True)
     return jnp.concatenate([plane, jnp.zeros_like(plane[..., :1])], axis=-1)[None]

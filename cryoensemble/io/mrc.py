@@ -10,25 +10,40 @@ import numpy as np
 from jaxtyping import Float
 
 
-def read_array_from_mrc(filename: str | os.PathLike) -> tuple[np.ndarray, float]:
-    """Read a 2D or 3D MRC file.
+def read_array_from_mrc(
+    filename: str | os.PathLike,
+    loads_grid_spacing: bool = False,
+    mmap: bool = False,
+    permissive: bool = False,
+):
+    """Read a 2D or 3D MRC file (cryojax API).
+
+    **Arguments:**
+
+    - `filename`: the `.mrc`/`.mrcs` file.
+    - `loads_grid_spacing`: also return the voxel size in A (an error if the axes have
+      different spacings).
+    - `mmap`: memory-map the data instead of reading it.
+    - `permissive`: read files with a damaged header, as `mrcfile.open` does.
 
     **Returns:**
 
-    `(array, voxel_size)`: the data indexed [z, y, x] (or [y, x]) and the voxel size in A
-    (from the header; an error if the axes have different spacings).
+    The data indexed [z, y, x] (or [y, x]), or `(array, voxel_size)`.
     """
     import mrcfile
 
     path = os.fspath(filename)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
+    opener = mrcfile.mmap if mmap else mrcfile.open
     try:
-        with mrcfile.open(path, permissive=False) as mrc:
-            array = np.asarray(mrc.data)
+        with opener(path, permissive=permissive) as mrc:
+            array = mrc.data if mmap else np.asarray(mrc.data)
             size = mrc.voxel_size
     except ValueError as error:
         raise ValueError(f"{path}: not a valid MRC file ({error})") from None
+    if not loads_grid_spacing:
+        return array
     spacings = {float(size.x), float(size.y)} | ({float(size.z)} if array.ndim == 3 else set())
     if len(spacings) != 1:
         raise ValueError(f"{path}: anisotropic voxel size {tuple(size.tolist())} is not supported")

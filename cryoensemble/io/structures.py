@@ -14,6 +14,7 @@ import pathlib
 import numpy as np
 from jaxtyping import Float, Int
 
+from ..atom_util import center_atom_positions
 from ..errors import ElementInferenceError, StructureReadError
 
 
@@ -46,6 +47,9 @@ class AtomicModel:
     - `occupancies`: shape `(n_models, n_atoms)`.
     - `model_numbers`: the file's model numbers, shape `(n_models,)`.
     - `filename`: where the atoms came from.
+    - `labels`: per atom (chain, residue number, residue name, atom name), shape
+      `(n_atoms, 4)` of str.
+    - `charges`: formal charges, shape `(n_atoms,)`.
     """
 
     positions: Float[np.ndarray, "n_models n_atoms 3"]
@@ -54,6 +58,8 @@ class AtomicModel:
     occupancies: Float[np.ndarray, "n_models n_atoms"]
     model_numbers: Int[np.ndarray, " n_models"]
     filename: str
+    labels: np.ndarray | None = None
+    charges: Int[np.ndarray, " n_atoms"] | None = None
 
     @property
     def n_models(self) -> int:
@@ -119,7 +125,7 @@ def _select_altlocs(residue) -> list:
 
 
 def _read_model(model, path, infer, loads_hydrogens, loads_waters, loads_hetero):
-    keys, positions, elements, b_factors, occupancies = [], [], [], [], []
+    keys, positions, elements, b_factors, occupancies, charges = [], [], [], [], [], []
     for chain in model:
         for residue in chain:
             is_water = residue.is_water() or residue.name.upper() in WATER_RESIDUES
@@ -144,7 +150,8 @@ def _read_model(model, path, infer, loads_hydrogens, loads_waters, loads_hetero)
                 elements.append(element)
                 b_factors.append(atom.b_iso)
                 occupancies.append(atom.occ)
-    return keys, positions, elements, b_factors, occupancies
+                charges.append(atom.charge)
+    return keys, positions, elements, b_factors, occupancies, charges
 
 
 def read_atomic_model(
@@ -218,48 +225,217 @@ def read_atomic_model(
         occupancies=np.asarray([m[4] for m in models], dtype=np.float64),
         model_numbers=np.asarray([structure[i].num for i in indices], dtype=np.int64),
         filename=path,
+        labels=np.asarray(first_keys, dtype=str),
+        charges=np.asarray(models[0][5], dtype=np.int64),
     )
+
+
+def _residue_number(seqid: str) -> int:
+    """The number of a gemmi seqid string such as `'42'` or `'42A'` (insertion code)."""
+    digits = seqid.strip().rstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+    return int(digits) if digits.lstrip("-").isdigit() else 0
+
+
+def atomic_model_to_mmdf(model: AtomicModel):
+    """The atoms of an `AtomicModel` as a `pandas.DataFrame` in `mmdf.read`'s columns
+    (one row per atom and model), for `mmdf_to_atoms` and `mmdf_to_topology`."""
+    import gemmi
+    import pandas as pd
+
+    n_models, n_atoms = model.n_models, model.n_atoms
+    labels = model.labels
+    weights = np.asarray([gemmi.Element(int(z)).weight for z in model.atomic_numbers])
+    symbols = [gemmi.Element(int(z)).name for z in model.atomic_numbers]
+    tile = lambda a: np.tile(np.asarray(a), n_models)  # noqa: E731
+    positions = model.positions.reshape(-1, 3)
+    return pd.DataFrame(
+        {
+            "model": np.repeat(model.model_numbers, n_atoms),
+            "chain": tile(labels[:, 0]),
+            "residue": tile(labels[:, 2]),
+            "residue_id": tile(np.asarray([_residue_number(r) for r in labels[:, 1]])),
+            "atom": tile(labels[:, 3]),
+            "element": tile(symbols),
+            "atomic_number": tile(model.atomic_numbers),
+            "atomic_weight": tile(weights),
+            "x": positions[:, 0],
+            "y": positions[:, 1],
+            "z": positions[:, 2],
+            "charge": tile(model.charges),
+            "occupancy": model.occupancies.ravel(),
+            "b_isotropic": model.b_factors.ravel(),
+        }
+    )
+
+
+def _name_replacements(standardizes_names: bool):
+    if not standardizes_names:
+        return {}, {}
+    from mdtraj.formats.pdb import PDBTrajectoryFile
+
+    # mdtraj's own PDB name tables (pdbNames.xml), as its PDB reader applies them.
+    PDBTrajectoryFile._loadNameReplacementTables()
+    return PDBTrajectoryFile._residueNameReplacements, PDBTrajectoryFile._atomNameReplacements
+
+
+def mmdf_to_topology(df, standardizes_names: bool = True, model_index: int | None = None):
+    """An `mdtraj.Topology` of the atoms of a `mmdf.read` DataFrame (cryojax API).
+
+    **Arguments:**
+
+    - `df`: a DataFrame from `mmdf.read` (or `atomic_model_to_mmdf`).
+    - `standardizes_names`: rename residues and atoms to PDB standard names as mdtraj's
+      PDB reader does (so that selections such as `"protein"` work).
+    - `model_index`: the model number (the `model` column) to take; `None`: all rows.
+    """
+    import mdtraj
+    from mdtraj.core.element import Element
+
+    rows = df if model_index is None else df[df["model"] == model_index]
+    residue_names, atom_names = _name_replacements(standardizes_names)
+    topology = mdtraj.Topology()
+    chain_key = residue_key = None
+    chain = residue = None
+    for serial, row in enumerate(rows.itertuples(index=False)):
+        if (row.model, row.chain) != chain_key:
+            chain_key, residue_key = (row.model, row.chain), None
+            chain = topology.add_chain()
+        if (row.residue_id, row.residue) != residue_key:
+            residue_key = (row.residue_id, row.residue)
+            name = residue_names.get(row.residue, row.residue)
+            residue = topology.add_residue(name, chain, resSeq=int(row.residue_id))
+        atom_name = atom_names.get(residue.name, {}).get(row.atom, row.atom)
+        element = Element.getByAtomicNumber(int(row.atomic_number))
+        topology.add_atom(atom_name, element, residue, serial=serial, formal_charge=row.charge)
+    topology.create_standard_bonds()
+    return topology
+
+
+def mmdf_to_atoms(
+    df,
+    *,
+    loads_properties: bool = False,
+    loads_b_factors: bool = False,
+    center: bool = True,
+    selection_string: str = "all",
+    model_index: int | None = None,
+    stack_models: bool = False,
+    standardizes_names: bool = True,
+    topology=None,
+):
+    """Atom positions, atomic numbers and properties of a `mmdf.read` DataFrame (cryojax API).
+
+    See `read_atoms_from_pdb` for the arguments and the returns.
+    """
+    if len(df) == 0:
+        raise ValueError("mmdf_to_atoms: the DataFrame holds no atoms")
+    if model_index is not None:
+        models = df["model"].unique().tolist()
+        df = df[df["model"] == model_index]
+        if len(df) == 0:
+            raise ValueError(f"mmdf_to_atoms: no model number {model_index}; the models are {models}")
+    stacked = model_index is None and stack_models
+    groups = [df[df["model"] == m] for m in df["model"].unique()] if stacked else [df]
+    sizes = {len(g) for g in groups}
+    if len(sizes) != 1 or not all(
+        np.array_equal(g["atomic_number"].to_numpy(), groups[0]["atomic_number"].to_numpy())
+        for g in groups
+    ):
+        raise ValueError(
+            "mmdf_to_atoms: stack_models=True needs every model to hold the same atoms; "
+            f"the models hold {sorted(len(g) for g in groups)} atoms"
+        )
+    positions = np.stack([g[["x", "y", "z"]].to_numpy(dtype=float) for g in groups])
+    atomic_numbers = groups[0]["atomic_number"].to_numpy().astype(np.int64)
+    properties = {
+        "masses": np.stack([g["atomic_weight"].to_numpy(dtype=float) for g in groups]),
+        "b_factors": np.stack([g["b_isotropic"].to_numpy(dtype=float) for g in groups]),
+        "charges": np.stack([g["charge"].to_numpy(dtype=float) for g in groups]),
+    }
+    if selection_string != "all":
+        if topology is None:
+            first = groups[0]["model"].iloc[0] if stacked else model_index
+            topology = mmdf_to_topology(df, standardizes_names, model_index=first)
+        selected = topology.select(selection_string)
+        positions, atomic_numbers = positions[:, selected], atomic_numbers[selected]
+        properties = {k: v[:, selected] for k, v in properties.items()}
+    if center:
+        positions = center_atom_positions(positions, properties["masses"], atom_axis=1)
+    if positions.shape[0] == 1:
+        positions = positions[0]
+        properties = {k: v[0] for k, v in properties.items()}
+    if loads_properties:
+        return positions, atomic_numbers, properties
+    if loads_b_factors:
+        return positions, atomic_numbers, properties["b_factors"]
+    return positions, atomic_numbers
 
 
 def read_atoms_from_pdb(
     filename: str | pathlib.Path,
     *,
-    center: bool = True,
+    loads_properties: bool = False,
     loads_b_factors: bool = False,
+    center: bool = True,
+    selection_string: str = "all",
     model_index: int | None = None,
+    stack_models: bool = False,
+    standardizes_names: bool = True,
+    topology=None,
     loads_hydrogens: bool = True,
     loads_waters: bool = True,
     loads_hetero: bool = True,
 ):
     """Read atom positions and atomic numbers from a PDB or mmCIF file (cryojax API).
 
+    Atoms are read by gemmi (`read_atomic_model`: gzip, the most occupied altloc, MD
+    element inference, TIP4P virtual sites dropped), then selected, stacked and centred
+    as cryojax's `read_atoms_from_pdb` does (`mmdf_to_atoms`).
+
     **Arguments:**
 
     - `filename`: `.pdb`/`.cif` and their `.gz` forms.
-    - `center`: subtract the mean atom position (one shift for all models, so the
-      motion between models is kept).
-    - `loads_b_factors`: also return the B-factors (A^2).
-    - `model_index`: read this model only; `None` reads every model.
+    - `loads_properties`: also return a dict of per-atom `masses` (Da), `b_factors`
+      (A^2) and `charges`.
+    - `loads_b_factors`: also return the B-factors (A^2) (ignored if `loads_properties`).
+    - `center`: move each model's centre of mass to the origin.
+    - `selection_string`: an mdtraj selection, e.g. `"protein and not element H"`.
+    - `model_index`: the file's model number (as in its MODEL records, the `model` column
+      of `mmdf`) to read; `None`: all models.
+    - `stack_models`: with `model_index=None`, return the models stacked on a leading
+      axis (they must hold the same atoms) instead of concatenated.
+    - `standardizes_names`: standard PDB residue/atom names for the selection.
+    - `topology`: an `mdtraj.Topology` for the selection (default: built from the file).
     - `loads_hydrogens`, `loads_waters`, `loads_hetero`: see `read_atomic_model`.
 
     **Returns:**
 
-    `(positions, atomic_numbers)` or `(positions, atomic_numbers, b_factors)`. Positions
-    are (x, y, z) in A with shape `(n_atoms, 3)` for a single model, or
-    `(n_models, n_atoms, 3)` when several models are read (B-factors likewise).
+    `(positions, atomic_numbers)`, plus `properties` or `b_factors` as asked. Positions
+    are (x, y, z) in A, shape `(n_atoms, 3)`, or `(n_models, n_atoms, 3)` when stacked.
     """
     model = read_atomic_model(
         filename,
-        model_index=model_index,
         loads_hydrogens=loads_hydrogens,
         loads_waters=loads_waters,
         loads_hetero=loads_hetero,
     )
-    positions, b_factors = model.positions, model.b_factors
-    if center:
-        positions = positions - positions.reshape(-1, 3).mean(axis=0)
-    if model.n_models == 1:
-        positions, b_factors = positions[0], b_factors[0]
-    if loads_b_factors:
-        return positions, model.atomic_numbers, b_factors
-    return positions, model.atomic_numbers
+    return mmdf_to_atoms(
+        atomic_model_to_mmdf(model),
+        loads_properties=loads_properties,
+        loads_b_factors=loads_b_factors,
+        center=center,
+        selection_string=selection_string,
+        model_index=model_index,
+        stack_models=stack_models,
+        standardizes_names=standardizes_names,
+        topology=topology,
+    )
+
+
+def read_topology_from_pdb(
+    filename: str | pathlib.Path, model_index: int | None = None, standardizes_names: bool = True
+):
+    """The `mdtraj.Topology` of a PDB or mmCIF file (see `mmdf_to_topology`)."""
+    return mmdf_to_topology(
+        atomic_model_to_mmdf(read_atomic_model(filename)), standardizes_names, model_index
+    )

@@ -2,12 +2,15 @@
 
 An operator is called on frequency vectors `xi` (A^-1 when the grid is in A), the vector
 components in the last axis, (x, y) or (x, y, z) as coordinate grids are, and returns one
-value per vector. Operators compose with `+` and `*`, with each other or with numbers.
+value per vector. Operators compose with `+`, `-` and `*`, with each other or with
+numbers.
 """
 
 import functools
 import operator
 from abc import abstractmethod
+from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -40,6 +43,12 @@ class AbstractFourierOperator(eqx.Module):
 
     def __radd__(self, other) -> "AbstractFourierOperator":
         return SumFourierOperator(_as_operator(other), self)
+
+    def __sub__(self, other) -> "AbstractFourierOperator":
+        return SumFourierOperator(self, ProductFourierOperator(FourierConstant(-1.0), _as_operator(other)))
+
+    def __rsub__(self, other) -> "AbstractFourierOperator":
+        return SumFourierOperator(_as_operator(other), ProductFourierOperator(FourierConstant(-1.0), self))
 
     def __mul__(self, other) -> "AbstractFourierOperator":
         return ProductFourierOperator(self, _as_operator(other))
@@ -115,7 +124,7 @@ class FourierGaussian(AbstractRadialFourierOperator):
     amplitude: Float[Array, "..."]
     b_factor: Float[Array, "..."]
 
-    def __init__(self, amplitude=1.0, b_factor=0.0):
+    def __init__(self, amplitude=1.0, b_factor=1.0):
         """**Arguments:**
 
         - `amplitude`: the value at zero frequency (A for a scattering factor).
@@ -150,3 +159,85 @@ class FourierSinc(AbstractFourierOperator):
             operator.mul,
             [jnp.sinc(frequencies[..., j] * self.box_width) for j in range(frequencies.shape[-1])],
         )
+
+
+class PeakedFourierGaussian(AbstractRadialFourierOperator, strict=True):
+    """A gaussian shell, `amplitude * exp(-b_factor (|xi| - radial_peak)^2 / 4)`."""
+
+    amplitude: Float[Array, ""]
+    b_factor: Float[Array, ""]
+    radial_peak: Float[Array, ""]
+
+    def __init__(self, amplitude=1.0, b_factor=1.0, radial_peak=0.0):
+        """**Arguments:**
+
+        - `amplitude`: the value on the shell.
+        - `b_factor`: the width parameter in A^2.
+        - `radial_peak`: the radius of the shell, A^-1.
+        """
+        self.amplitude = _as_float(amplitude)
+        self.b_factor = _as_float(b_factor)
+        self.radial_peak = _as_float(radial_peak)
+
+    def evaluate_squared_magnitude(self, squared_magnitude: Float[Array, "..."]) -> Float[Array, "..."]:
+        k = jnp.sqrt(squared_magnitude)
+        return self.amplitude * jnp.exp(-0.25 * self.b_factor * (k - self.radial_peak) ** 2)
+
+
+class FourierExp2D(AbstractRadialFourierOperator, strict=True):
+    """The 2D Fourier transform of `kappa / (2 pi xi^2) exp(-|r| / xi)`:
+    `kappa / (2 pi xi^3) (xi^-2 + |k|^2)^(-3/2)` (amplitude kappa, length_scale xi in A)."""
+
+    amplitude: Float[Array, ""]
+    length_scale: Float[Array, ""]
+
+    def __init__(self, amplitude=1.0, length_scale=1.0):
+        """**Arguments:**
+
+        - `amplitude`: the scale factor kappa.
+        - `length_scale`: the decay length xi, A (positive).
+        """
+        self.amplitude = _as_float(amplitude)
+        self.length_scale = _as_float(length_scale)
+
+    def evaluate_squared_magnitude(self, squared_magnitude: Float[Array, "..."]) -> Float[Array, "..."]:
+        xi = self.length_scale
+        return self.amplitude / (2 * jnp.pi * xi**3) / (squared_magnitude + xi**-2) ** 1.5
+
+
+class FourierDC(AbstractFourierOperator, strict=True):
+    """`value` at the zero frequency (the corner of an unshifted grid), zero elsewhere."""
+
+    value: Float[Array, ""]
+
+    def __init__(self, value=0.0):
+        """**Arguments:**
+
+        - `value`: the value at zero frequency.
+        """
+        self.value = _as_float(value)
+
+    def __call__(self, frequencies: Float[Array, "... ndim"]) -> Float[Array, "..."]:
+        zeros = jnp.zeros(jnp.shape(frequencies)[:-1], self.value.dtype)
+        return zeros.at[(0,) * zeros.ndim].set(self.value)
+
+
+class CustomFourierOperator(AbstractFourierOperator, strict=True):
+    """Any function `fn(frequencies, *args, **kwargs)` as an operator."""
+
+    fn: Callable[..., Inexact[Array, "..."]] = eqx.field(static=True)
+    args: Any
+    kwargs: Any
+
+    def __init__(self, fn: Callable[..., Inexact[Array, "..."]], *args: Any, **kwargs: Any):
+        """**Arguments:**
+
+        - `fn`: called as `fn(frequencies, *args, **kwargs)`.
+        - `args`, `kwargs`: its parameters (pytrees: they are traced and differentiated).
+        """
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+
+    def __call__(self, frequencies: Float[Array, "... ndim"]) -> Inexact[Array, "..."]:
+        return self.fn(frequencies, *self.args, **self.kwargs)

@@ -7,6 +7,10 @@ fixed by the natural end conditions `s''(0) = s''(n-1) = 0`, which give `c_0 = f
 `c_{n-1} = f_{n-1}` and leave a tridiagonal system for the interior. The coefficient
 array is stored with that one extra coefficient at each end of every axis, so evaluating
 anywhere in `[0, n - 1]` reads the 4 neighbouring coefficients of each axis and no bounds.
+
+Scaling (cryojax's): the stored coefficients are `c / 6` per axis, i.e. those of the
+basis `6 beta3` whose node values are (1, 4, 1), so coefficient arrays are exchangeable
+with cryojax's `compute_spline_coefficients`.
 """
 
 import functools
@@ -69,18 +73,19 @@ def compute_spline_coefficients(values: Inexact[Array, "..."]) -> Inexact[Array,
 @jax.jit
 def _coefficients(values: Inexact[Array, "..."]) -> Inexact[Array, "..."]:
     for axis in range(values.ndim):
-        values = _coefficients_along(values, axis)
+        values = _coefficients_along(values, axis) / 6.0
     return values
 
 
 def _cubic_weights(t: Float[Array, "..."]) -> list[Float[Array, "..."]]:
     """The four B-spline weights of nodes floor-1 .. floor+2 at fractional offset t."""
     t2, t3 = t * t, t * t * t
+    # Times 6: the basis of the stored (cryojax-scaled) coefficients is 6 beta3.
     return [
-        (1.0 - t) ** 3 / 6.0,
-        (3.0 * t3 - 6.0 * t2 + 4.0) / 6.0,
-        (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) / 6.0,
-        t3 / 6.0,
+        (1.0 - t) ** 3,
+        3.0 * t3 - 6.0 * t2 + 4.0,
+        -3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0,
+        t3,
     ]
 
 

@@ -33,6 +33,18 @@ class AbstractVolumeParametrization(eqx.Module):
         """
 
 
+    def get_representation(
+        self, rng_key: PRNGKeyArray | None = None
+    ) -> "AbstractVolumeRepresentation":
+        """cryojax 0.6's name for `to_representation`.
+
+        **Arguments:**
+
+        - `rng_key`: an optional key, for stochastic parametrizations.
+        """
+        return self.to_representation(rng_key)
+
+
 class AbstractVolumeRepresentation(AbstractVolumeParametrization):
     """A concrete representation of a volume: atoms, voxels, ..."""
 

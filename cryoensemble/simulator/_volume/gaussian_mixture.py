@@ -114,5 +114,5 @@ class GaussianMixtureVolume(AbstractAtomVolume):
 
     def translate_to_pose(self, pose: AbstractPose) -> Self:
         """Return the volume with its positions translated by the pose's offset."""
-        shifted = self.positions + pose.offset_in_angstroms.astype(self.positions.dtype)
+        shifted = self.positions + pose.offset_in_angstroms_3d.astype(self.positions.dtype)
         return eqx.tree_at(lambda v: v.positions, self, shifted)

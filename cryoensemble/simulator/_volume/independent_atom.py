@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
+from ...atom_util import split_atoms_by_element as split_atoms_by_element
 from ...constants.scattering_factors import (
     LobatoScatteringFactorParameters,
     PengScatteringFactorParameters,
@@ -25,33 +26,6 @@ def _is_operator(x) -> bool:
 
 def _as_positions(array) -> Float[Array, "n 3"]:
     return as_positions(array, "IndependentAtomVolume: each leaf of `positions`", "n_atoms")
-
-
-def split_atoms_by_element(
-    atomic_numbers: Int[np.ndarray, " n_atoms"], atom_positions: Float[np.ndarray, "n_atoms 3"]
-) -> tuple[tuple[Float[np.ndarray, "_ 3"], ...], Int[np.ndarray, " n_elements"]]:
-    """Group atom positions by element, for `IndependentAtomVolume.from_tabulated_parameters`.
-
-    **Arguments:**
-
-    - `atomic_numbers`: shape `(n_atoms,)`.
-    - `atom_positions`: (x, y, z) in A, shape `(n_atoms, 3)`.
-
-    **Returns:**
-
-    `(positions_by_element, elements)`: a tuple of `(n_i, 3)` arrays, one per element in
-    increasing atomic number, and those atomic numbers (pass them to
-    `PengScatteringFactorParameters` or `LobatoScatteringFactorParameters`).
-    """
-    atomic_numbers = np.asarray(atomic_numbers)
-    atom_positions = np.asarray(atom_positions)
-    if atomic_numbers.ndim != 1 or atom_positions.shape != (atomic_numbers.shape[0], 3):
-        raise ValueError(
-            f"split_atoms_by_element: {atomic_numbers.shape} atomic numbers and positions of "
-            f"shape {atom_positions.shape}; expected (n,) and (n, 3)"
-        )
-    elements = np.unique(atomic_numbers)
-    return tuple(atom_positions[atomic_numbers == z] for z in elements), elements
 
 
 class IndependentAtomVolume(AbstractAtomVolume):
@@ -163,6 +137,6 @@ class IndependentAtomVolume(AbstractAtomVolume):
 
     def translate_to_pose(self, pose: AbstractPose) -> Self:
         """Return the volume with every position translated by the pose's offset (A)."""
-        offset = pose.offset_in_angstroms
+        offset = pose.offset_in_angstroms_3d
         shift = lambda p: p + offset.astype(p.dtype)  # noqa: E731
         return eqx.tree_at(lambda v: v.positions, self, jax.tree.map(shift, self.positions))

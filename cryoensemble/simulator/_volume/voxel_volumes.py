@@ -112,7 +112,7 @@ class FourierVoxelGridVolume(AbstractVoxelVolume, strict=True):
         - `fourier_voxel_grid`: the centred spectrum,
           `fftshift(fftn(ifftshift(real_voxel_grid)))`, of a cubic grid.
         - `frequency_slice_in_pixels`: the central slice in cycles per voxel,
-          `make_frequency_slice((dim, dim), outputs_rfft=False)`.
+          `make_frequency_slice((dim, dim), outputs_rfftfreqs=False)`.
         """
         grid = jnp.asarray(fourier_voxel_grid)
         if grid.ndim != 3 or len(set(grid.shape)) != 1:
@@ -154,7 +154,7 @@ class FourierVoxelGridVolume(AbstractVoxelVolume, strict=True):
             real_voxel_grid, pad_scale, pad_mode, sinc_correction, "FourierVoxelGridVolume"
         )
         dim = spectrum.shape[0]
-        frequency_slice = make_frequency_slice((dim, dim), outputs_rfft=False)
+        frequency_slice = make_frequency_slice((dim, dim), outputs_rfftfreqs=False)
         return cls(spectrum, frequency_slice.astype(spectrum.real.dtype))
 
     def rotate_to_pose(self, pose: AbstractPose, inverse: bool = False) -> Self:
@@ -221,7 +221,7 @@ class FourierVoxelSplineVolume(AbstractVoxelVolume, strict=True):
             real_voxel_grid, pad_scale, pad_mode, False, "FourierVoxelSplineVolume"
         )
         dim = spectrum.shape[0]
-        frequency_slice = make_frequency_slice((dim, dim), outputs_rfft=False)
+        frequency_slice = make_frequency_slice((dim, dim), outputs_rfftfreqs=False)
         return cls(
             compute_spline_coefficients(spectrum), frequency_slice.astype(spectrum.real.dtype)
         )
@@ -317,4 +317,74 @@ class RealVoxelGridVolume(AbstractVoxelVolume, strict=True):
             order=1,
             mode="constant",
             cval=0.0,
+        )
+
+
+class RealVoxelCloudVolume(AbstractVoxelVolume, strict=True):
+    """Voxels as a point cloud: a weight (the voxel's value) at each voxel's coordinates.
+
+    `RealVoxelProjection` projects it with a type-1 NUFFT. Unlike the grid volumes its
+    points turn with the atoms': `rotate_to_pose` rotates them by the pose's `R`.
+    """
+
+    weights: Float[Array, " n_voxels"]
+    coordinate_list_in_pixels: Float[Array, "n_voxels 3"]
+    box_dim: int = eqx.field(static=True)
+
+    def __init__(self, weights, coordinate_list_in_pixels, box_dim: int):
+        """**Arguments:**
+
+        - `weights`: the voxel values, shape `(n_voxels,)`.
+        - `coordinate_list_in_pixels`: (x, y, z) of each voxel in voxels from the origin
+          voxel, shape `(n_voxels, 3)`.
+        - `box_dim`: the side of the cubic grid the voxels came from.
+        """
+        weights = jnp.asarray(weights)
+        if not jnp.issubdtype(weights.dtype, jnp.floating):
+            weights = weights.astype(float)
+        coordinates = jnp.asarray(coordinate_list_in_pixels, dtype=weights.dtype)
+        if weights.ndim != 1 or coordinates.shape != (weights.shape[0], 3):
+            raise ValueError(
+                "RealVoxelCloudVolume: weights must be (n_voxels,) and "
+                f"coordinate_list_in_pixels (n_voxels, 3); got {weights.shape} and "
+                f"{coordinates.shape}"
+            )
+        self.weights = weights
+        self.coordinate_list_in_pixels = coordinates
+        self.box_dim = int(box_dim)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """`(box_dim,) * 3`."""
+        return (self.box_dim,) * 3
+
+    @classmethod
+    def from_real_voxel_grid(
+        cls,
+        real_voxel_grid: Float[Array, "dim dim dim"],
+        *,
+        coordinate_grid_in_pixels: Float[Array, "dim dim dim 3"] | None = None,
+        crop_scale: float | None = None,
+    ) -> Self:
+        """Load from a real-valued cubic voxel grid (see
+        `RealVoxelGridVolume.from_real_voxel_grid` for the arguments)."""
+        grid_volume = RealVoxelGridVolume.from_real_voxel_grid(
+            real_voxel_grid, coordinate_grid_in_pixels=coordinate_grid_in_pixels, crop_scale=crop_scale
+        )
+        shape = grid_volume.shape
+        if len(set(shape)) != 1:
+            raise ValueError(f"RealVoxelCloudVolume: needs a cubic real voxel grid; got shape {shape}")
+        return cls(
+            grid_volume.real_voxel_grid.ravel(),
+            grid_volume.coordinate_grid_in_pixels.reshape(-1, 3),
+            shape[0],
+        )
+
+    def rotate_to_pose(self, pose: AbstractPose, inverse: bool = False) -> Self:
+        """Return the volume with its points rotated by `R` (`R^T` if `inverse`)."""
+        rotated = pose.rotate_coordinates(self.coordinate_list_in_pixels, inverse=inverse)
+        return eqx.tree_at(
+            lambda v: v.coordinate_list_in_pixels,
+            self,
+            rotated.astype(self.coordinate_list_in_pixels.dtype),
         )
