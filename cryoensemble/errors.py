@@ -19,3 +19,19 @@ class ElementInferenceError(StructureReadError):
 
 class BatchOptionsError(CryoEnsembleError, ValueError):
     """An invalid `batch_options` entry."""
+
+
+class StoreMismatchError(CryoEnsembleError, ValueError):
+    """A store made with other parameters, or a path that is not a cryoensemble store."""
+
+
+class StoreLocationError(CryoEnsembleError, ValueError):
+    """A store URL that cannot be used: unknown scheme, missing fsspec driver, unreachable."""
+
+
+class StoreLeaseError(CryoEnsembleError, RuntimeError):
+    """Another live process holds the store's writer lease."""
+
+
+class StoreCorruptionError(CryoEnsembleError, ValueError):
+    """Stored data that fails its checksum or is missing, named by conformation."""
