@@ -84,7 +84,8 @@ def render_ensemble(
     *,
     shape,
     voxel_size: float,
-    store: str | os.PathLike,
+    store,
+    storage_options: dict | None = None,
     client=None,
     scheduler_address: str | None = None,
     gpus: int | None = None,
@@ -107,9 +108,13 @@ def render_ensemble(
 
     - `source`: an ensemble source (`cryoensemble.sources`).
     - `shape`: N or (NZ, NY, NX); `voxel_size` in A.
-    - `store`: the zarr store directory. An existing store made with the same parameters
-      is resumed (only missing conformations are rendered); one made with others is
-      refused, naming the differences, unless `overwrite`.
+    - `store`: a path or any URL zarr opens through fsspec (`s3://bucket/x.zarr`,
+      `gs://...`, `file://...`), or a `cryoensemble.store.StoreLocation`; with
+      `storage_options` for its filesystem (credentials may also come from the usual
+      environment, e.g. AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID). An existing store made with
+      the same parameters is resumed (only missing conformations are rendered); one made
+      with others is refused, naming the differences, unless `overwrite`. One render
+      writes a store at a time (a lease in the store; a second is refused).
     - `client`: a `distributed.Client`; else `scheduler_address`, else an embedded
       `LocalCluster` (`n_workers` processes, or `gpus` dask-cuda workers).
     - `batch_size`: conformations per task (default: sized from the ensemble and workers).
@@ -148,11 +153,13 @@ def render_ensemble(
         raise ValueError(f"n_batches: {n_batches} slabs exceed the {shape[0]} z-planes")
     if n_batches > 1 and split == "atoms" and n_batches > source.n_atoms:
         raise ValueError(f"n_batches: {n_batches} atom groups exceed the {source.n_atoms} atoms")
-    store = os.path.abspath(os.fspath(store))
+    location = store_module.as_location(store, storage_options)
+    location.check()
+    store_module.check_target(location)
     n = len(source)
 
     probe = tasks.RenderSpec(shape, voxel_size, float(truncation), 1, (0.0, 0.0, 0.0),
-                             float(extra_b_factor), store, renderer)
+                             float(extra_b_factor), location, renderer)
     plan = tasks.support_plan(source, probe)  # validates elements; workers derive the same
     radius, k = plan.radius, plan.k_max
     centre = _centre(source, center)
@@ -187,8 +194,9 @@ def render_ensemble(
 
     volume_bytes = int(np.prod(shape)) * 4
     done = (
-        store_module.done_conformations(store, layout)
-        if store_module.read_parameters(store) == _json(parameters) else np.zeros(n, bool)
+        store_module.done_conformations(location, layout)
+        if store_module.read_parameters(location) == store_module.canonical_parameters(parameters)
+        else np.zeros(n, bool)
     )
     todo = np.flatnonzero(~done)
 
@@ -207,35 +215,32 @@ def render_ensemble(
         n_tasks = len(runs) * (1 if n_batches == 1 else n_batches + 1)
         atoms_per_task = source.n_atoms / n_batches
         plan = RenderPlan(
-            store, n, int(done.sum()), n_tasks, spec.batch_size, split, n_batches, radius, k,
+            location.url, n, int(done.sum()), n_tasks, spec.batch_size, split, n_batches, radius, k,
             int(spec.batch_size * volume_bytes + atoms_per_task * k**3 * 4 * 1.5), layout,
         )
         if dry_run:
             return plan
-        store_module.prepare_store(store, layout, parameters, source.labels(), attributes, overwrite)
-        if overwrite:  # a replaced store starts empty
-            todo = np.flatnonzero(~store_module.done_conformations(store, layout))
+        with store_module.acquire_lease(location):
+            store_module.prepare_store(location, layout, parameters, source.labels(), attributes,
+                                       overwrite)
+            # Decided again under the lease: another run may have finished some meanwhile,
+            # and a replaced store starts empty.
+            todo = np.flatnonzero(~store_module.done_conformations(location, layout))
             runs = _contiguous_batches(todo, batch_size) if n_batches == 1 else [(i, i + 1) for i in todo]
-        results = []
-        if len(runs):
-            graph = _graph(source, spec, runs, n_batches, split, layout)
-            futures = dask_client.compute(graph)
-            if progress:
-                from distributed import progress as show_progress
+            results = []
+            if len(runs):
+                graph = _graph(source, spec, runs, n_batches, split, layout)
+                futures = dask_client.compute(graph)
+                if progress:
+                    from distributed import progress as show_progress
 
-                print(f"dashboard: {dask_client.dashboard_link}", file=sys.stderr, flush=True)
-                show_progress(futures)
-                print(file=sys.stderr)
-            results = dask_client.gather(futures)
+                    print(f"dashboard: {dask_client.dashboard_link}", file=sys.stderr, flush=True)
+                    show_progress(futures)
+                    print(file=sys.stderr)
+                results = dask_client.gather(futures)
         # What each task did (ranges, timings): for tests and benchmarks.
         render_ensemble.last_task_results = results
-    return store_module.open_store(store)
-
-
-def _json(value):
-    import json
-
-    return json.loads(json.dumps(value))
+    return store_module.open_store(location)
 
 
 class _null:

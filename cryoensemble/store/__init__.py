@@ -26,6 +26,7 @@ from ._verify import VerifyReport as VerifyReport, verify_store as verify_store
 from ._writer import (
     StoreWriter as StoreWriter,
     as_location as as_location,
+    check_target as check_target,
     done_conformations as done_conformations,
     forget_conformations as forget_conformations,
     mark_rendered as mark_rendered,
@@ -40,7 +41,7 @@ from ._writer import (
 __all__ = [
     "EMPTY_SHARD", "POTENTIAL", "RENDERED", "StoreCorruptionError", "StoreLayout", "StoreLease",
     "StoreLeaseError", "StoreLocation", "StoreLocationError", "StoreMismatchError", "StoreWriter",
-    "VerifyReport", "acquire_lease", "as_location", "canonical_parameters", "choose_z_chunk",
+    "VerifyReport", "acquire_lease", "as_location", "canonical_parameters", "check_target", "choose_z_chunk",
     "done_conformations", "forget_conformations", "mark_rendered", "open_store", "open_writer",
     "package_versions", "prepare_store", "read_lease", "read_parameters", "verify_store",
     "write_volumes",

@@ -60,8 +60,10 @@ class StoreLayout:
         # zstd level 1 on rendered potentials: as small as blosc(zstd, byte shuffle) and
         # the frame format nvCOMP writes on the GPU, so either path makes the same store.
         return {
-            POTENTIAL: {"chunks": self.chunks, "shards": self.shards,
-                        "compressors": (ZstdCodec(level=1), Crc32cCodec())},
+            # Fill value 0, so all-zero inner chunks (empty space) are not stored; xarray
+            # must not read zeros as missing (no _FillValue).
+            POTENTIAL: {"chunks": self.chunks, "shards": self.shards, "fill_value": 0.0,
+                        "_FillValue": None, "compressors": (ZstdCodec(level=1), Crc32cCodec())},
             RENDERED: {"chunks": (1,)},
             EMPTY_SHARD: {"chunks": (1, 1)},
         }

@@ -61,6 +61,16 @@ def _ours_or_empty(location: StoreLocation) -> tuple[str, dict | None]:
     return ("ours", parameters) if parameters is not None else ("foreign", None)
 
 
+def check_target(store, storage_options=None) -> None:
+    """Refuse (`StoreMismatchError`) a folder or prefix that holds something other than a
+    cryoensemble store, before anything (a lease) is written into it."""
+    location = as_location(store, storage_options)
+    if _ours_or_empty(location)[0] == "foreign":
+        raise StoreMismatchError(
+            f"{location.url}: exists and is not a cryoensemble store; refusing to touch it"
+        )
+
+
 def prepare_store(store, layout: StoreLayout, parameters: dict, labels: dict,
                   attributes: dict, overwrite: bool = False, storage_options=None) -> bool:
     """Create the store, finish one whose creation was interrupted, or check that an
