@@ -115,11 +115,15 @@ class StoreLocation:
         try:
             fs, root = self.filesystem()
             if self.is_local:
-                parent = os.path.dirname(root)
                 if os.path.exists(root) and not os.path.isdir(root):
                     raise StoreLocationError(f"{self.url}: exists and is not a directory")
-                if not os.path.isdir(parent):
-                    os.makedirs(parent, exist_ok=True)
+                existing = root
+                while not os.path.exists(existing):
+                    existing = os.path.dirname(existing)
+                if not os.path.isdir(existing):
+                    raise StoreLocationError(f"{self.url}: {existing} is a file, not a directory")
+                if not os.access(existing, os.W_OK | os.X_OK):
+                    raise StoreLocationError(f"{self.url}: {existing} is not writable")
                 return
             fs.invalidate_cache()
             if fs.exists(root):
