@@ -12,9 +12,10 @@ EMPTY_SHARD = "empty_shard"
 
 # A shard (one object) holds at most this much raw data; larger grids get z-slab shards.
 _MAX_SHARD_BYTES = 256 * 2**20
-# Inner chunks at most this many voxels along each axis: empty corners of the box stay
-# unwritten, and each chunk is still large enough that the codec's per-chunk cost is small.
-_MAX_INNER = 64
+# Inner chunks at most this many voxels along each axis: empty regions of large boxes stay
+# unwritten, while zarr's per-chunk cost (which exceeds the compression of a chunk of
+# zeros: zstd shrinks those to almost nothing anyway) is paid only a few times per shard.
+_MAX_INNER = 128
 
 
 @dataclasses.dataclass(frozen=True)
