@@ -330,6 +330,8 @@ def test_corrupted_shards_verify_and_repair(client, place, reference):
     assert repair.returncode == 0, repair.stdout + repair.stderr[-2000:]
     assert "rendering 4 conformation(s)" in repair.stdout
     assert_equals_clean(location, reference)
+    info = cli("info", location.url, env=env)
+    assert info.returncode == 0 and "24 / 24" in info.stdout, info.stderr
 
 
 def test_verify_sample_against_a_fresh_render(client, tmp_path):
