@@ -370,8 +370,11 @@ def test_bad_locations_are_one_line_errors_before_rendering(client, tmp_path):
         as_location(str(file)).check()
 
 
-def test_memory_store_and_info_on_a_url(s3, tmp_path):
-    """memory:// through zarr's FsspecStore in one process; `info` on an s3:// URL."""
+def test_memory_store():
+    """memory:// through zarr's FsspecStore. It lives in this process's memory, so it is
+    read here with dask's synchronous scheduler, not by another test's cluster workers."""
+    import dask
+
     location = as_location("memory://cryoensemble-test/x.zarr")
     layout = StoreLayout(2, (8, 8, 8), "float32", 8)
     parameters = {"voxel_size": 1.0, "shape": [8, 8, 8], "dtype": "float32",
@@ -382,5 +385,7 @@ def test_memory_store_and_info_on_a_url(s3, tmp_path):
     writer.write_volumes(0, volumes)
     writer.mark_rendered(0, 2)
     assert done_conformations(location, layout).all()
-    np.testing.assert_array_equal(open_store(location)["potential"].values, volumes)
-    assert list(open_store(location)["label"].values) == ["a", "b"]
+    with dask.config.set(scheduler="synchronous"):
+        np.testing.assert_array_equal(open_store(location)["potential"].values, volumes)
+        assert list(open_store(location)["label"].values) == ["a", "b"]
+        assert verify_store(location).ok

@@ -8,7 +8,9 @@ import numpy as np
 
 POTENTIAL = "potential"
 RENDERED = "rendered"
-EMPTY_SHARD = "empty_shard"
+# Bookkeeping arrays live in a subgroup, which xarray's view of the root group leaves out.
+BOOKKEEPING = "bookkeeping"
+EMPTY_SHARD = f"{BOOKKEEPING}/empty_shard"
 
 # A shard (one object) holds at most this much raw data; larger grids get z-slab shards.
 _MAX_SHARD_BYTES = 256 * 2**20
@@ -66,7 +68,6 @@ class StoreLayout:
             POTENTIAL: {"chunks": self.chunks, "shards": self.shards, "fill_value": 0.0,
                         "_FillValue": None, "compressors": (ZstdCodec(level=1), Crc32cCodec())},
             RENDERED: {"chunks": (1,)},
-            EMPTY_SHARD: {"chunks": (1, 1)},
         }
 
 

@@ -2,8 +2,9 @@
 
 `potential` (conformation, z, y, x), A^-2; `z/y/x` in A at voxel centres; the source's
 per-conformation labels; `rendered` (conformation,), whose chunk exists once that
-conformation is completely written; `empty_shard` (conformation, z_shard), whose chunk
-exists where a shard of `potential` is all zeros (zarr stores no object for it).
+conformation is completely written; `bookkeeping/empty_shard` (conformation, z-shard), a
+subgroup array whose chunk exists where a shard of `potential` is all zeros (zarr stores
+no object for it).
 `cryoensemble.json` at the root names the store as ours and holds the parameters a rerun
 must match; it is written first, so a store interrupted before its zarr metadata exists is
 still recognised and finished.
@@ -93,6 +94,7 @@ def metadata_objects(layout: StoreLayout, parameters: dict[str, Any],
     scratch folder so they are exactly what xarray writes."""
     import dask.array as da
     import xarray as xr
+    import zarr
 
     from ..coordinates.grids import make_coordinate_axis
 
@@ -121,10 +123,6 @@ def metadata_objects(layout: StoreLayout, parameters: dict[str, Any],
             RENDERED: (("conformation",), da.zeros((n,), dtype=np.uint8, chunks=1), {
                 "long_name": "1 once the conformation's potential is fully written",
             }),
-            EMPTY_SHARD: (("conformation", "z_shard"),
-                          da.zeros((n, layout.n_z_chunks), dtype=np.uint8, chunks=1), {
-                "long_name": "1 where a z-shard of potential is all zeros (no object stored)",
-            }),
         },
         coords=coords,
     )
@@ -139,7 +137,13 @@ def metadata_objects(layout: StoreLayout, parameters: dict[str, Any],
             # zarr notes that consolidation is an extension of format 3; readers here use it.
             warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
             dataset.to_zarr(scratch, mode="w-", compute=False, zarr_format=3,
-                            encoding=layout.encoding(), consolidated=True)
+                            encoding=layout.encoding(), consolidated=False)
+            group, name = EMPTY_SHARD.split("/")
+            zarr.open_group(scratch, mode="r+").require_group(group).create_array(
+                name, shape=(n, layout.n_z_chunks), chunks=(1, 1), dtype="uint8", fill_value=0,
+                attributes={"long_name": "1 where a z-shard of potential is all zeros "
+                            "(zarr stores no object for it)"})
+            zarr.consolidate_metadata(scratch, zarr_format=3)
         objects = {}
         for directory, _, files in os.walk(scratch):
             for name in files:
