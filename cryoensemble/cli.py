@@ -26,6 +26,32 @@ def positive_float(text: str) -> float:
     return value
 
 
+def parse_storage_option(text: str) -> tuple[str, object]:
+    """`KEY=VALUE` to a storage option; VALUE as JSON when it parses (numbers, true,
+    {...}), else the string; a dotted KEY nests (`client_kwargs.region_name=eu-west-1`)."""
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--storage-option: expected KEY=VALUE; got {text!r}")
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = value
+    return key, parsed
+
+
+def storage_options(args) -> dict:
+    options: dict = {}
+    for key, value in getattr(args, "storage_option", None) or []:
+        *parents, leaf = key.split(".")
+        node = options
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return options
+
+
 def _volume(args) -> int:
     import numpy as np
 
@@ -89,6 +115,7 @@ def _render(args) -> int:
     source = make_source(args)
     kwargs = dict(
         shape=args.shape, voxel_size=args.voxel_size, store=args.out,
+        storage_options=storage_options(args),
         scheduler_address=args.scheduler_address, gpus=args.gpus, n_workers=args.workers,
         batch_size=args.batch_size, n_batches=args.n_batches, split=args.split,
         dtype=args.dtype, extra_b_factor=args.b_factor, overwrite=args.overwrite,
@@ -111,11 +138,13 @@ def _render(args) -> int:
 def _info(args) -> int:
     import json
 
-    from .store import open_store, read_parameters
+    from .store import as_location, open_store, read_parameters
 
-    if read_parameters(args.store) is None:
+    location = as_location(args.store, storage_options(args))
+    location.check()
+    if read_parameters(location) is None:
         raise ValueError(f"{args.store}: not a cryoensemble store")
-    dataset = open_store(args.store)
+    dataset = open_store(location)
     potential = dataset["potential"]
     done = int(dataset["rendered"].sum())
     print(f"{args.store}")
@@ -129,6 +158,142 @@ def _info(args) -> int:
         print(f"  {key:<20}{dataset.attrs.get(key)}")
     print(f"  versions  {json.loads(dataset.attrs.get('versions', '{}'))}")
     return 0
+
+
+def source_from_parameters(parameters: dict):
+    """The ensemble source a store was rendered from, rebuilt from its parameters (for
+    `verify --repair` and `--sample`)."""
+    from .sources import (
+        CycledSource,
+        MorphSource,
+        MultiModelSource,
+        StructureFilesSource,
+        TiledSource,
+        TrajectorySource,
+    )
+
+    def build(description):
+        kind = description.get("kind")
+        selection = dict(description.get("selection") or {}) if kind != "trajectory" else {}
+        if kind == "models":
+            return MultiModelSource(description["path"], **selection)
+        if kind == "files":
+            return StructureFilesSource(description["paths"], weights=description["weights"],
+                                        model_index=description["model_index"], **selection)
+        if kind == "trajectory":
+            return TrajectorySource(description["topology"], description["trajectories"],
+                                    frames=description["frames"],
+                                    selection=description["selection"])
+        if kind == "morph":
+            return MorphSource(*description["paths"], description["n"], **selection)
+        if kind == "cycled":
+            return CycledSource(build(description["source"]), description["n"])
+        if kind == "tiled":
+            return TiledSource(build(description["source"]), description["copies"],
+                               description["box_vectors"])
+        raise ValueError(f"a {kind!r} source cannot be rebuilt from the store; render it "
+                         "again from Python with the same source")
+
+    return build(parameters["source"])
+
+
+def render_options_from_parameters(parameters: dict) -> dict:
+    """`render_ensemble` keyword arguments that reproduce a store's parameters."""
+    from .store import choose_z_chunk
+
+    shape = tuple(parameters["shape"])
+    renderer = parameters["renderer"]
+    options = dict(shape=shape, voxel_size=parameters["voxel_size"], dtype=parameters["dtype"],
+                   extra_b_factor=parameters["extra_b_factor"],
+                   center=tuple(parameters["centre"]), renderer=renderer["name"])
+    if renderer["name"] == "gaussian":
+        options["truncation"] = renderer["truncation"]
+    z_chunk = int(parameters["z_chunk"])
+    if z_chunk != choose_z_chunk(shape, parameters["dtype"]):
+        options["n_batches"] = -(-shape[0] // z_chunk)  # rendered in z-slabs
+    return options
+
+
+def _subset_source(source, indices: list[int]):
+    """Chosen conformations of a source (for `verify --sample`: a fresh render of those).
+    Defined here, not in `sources`, because only this check needs it; Dask ships it by
+    value (cloudpickle)."""
+    import numpy as np
+
+    from .sources import AbstractEnsembleSource
+
+    class SubsetSource(AbstractEnsembleSource):
+        def __init__(self):
+            self.atomic_numbers = source.atomic_numbers
+
+        def __len__(self):
+            return len(indices)
+
+        def read(self, start, stop):
+            return np.concatenate([source.read(i, i + 1) for i in indices[start:stop]])
+
+        def labels(self):
+            return {"index": np.asarray(indices, np.int64)}
+
+        def mixture(self):
+            return source.mixture()
+
+        def input_files(self):
+            return source.input_files()
+
+        def description(self):
+            return {"kind": "subset", "indices": indices, "source": source.description()}
+
+    return SubsetSource()
+
+
+def _verify(args) -> int:
+    import tempfile
+
+    import numpy as np
+
+    from .distributed import config, render_ensemble
+    from .store import (
+        acquire_lease,
+        as_location,
+        forget_conformations,
+        open_store,
+        read_parameters,
+        verify_store,
+    )
+
+    location = as_location(args.store, storage_options(args))
+    location.check()
+    report = verify_store(location)
+    print(report.summary())
+    parameters = read_parameters(location)
+    if args.repair and not report.ok:
+        source = source_from_parameters(parameters)
+        options = render_options_from_parameters(parameters)
+        with acquire_lease(location, config.lease_ttl_seconds()):
+            forget_conformations(location, report.bad)
+        print(f"repair: rendering {len(report.bad) + len(report.not_rendered)} conformation(s) "
+              "again", flush=True)
+        render_ensemble(source, store=location, n_workers=args.workers, **options)
+        report = verify_store(location)
+        print(report.summary())
+    if args.sample and report.done:
+        source = source_from_parameters(parameters)
+        options = render_options_from_parameters(parameters)
+        rng = np.random.default_rng()
+        chosen = sorted(rng.choice(report.done, min(args.sample, len(report.done)), replace=False))
+        stored = open_store(location)["potential"]
+        with tempfile.TemporaryDirectory(prefix="cryoensemble-sample-") as scratch:
+            fresh = render_ensemble(_subset_source(source, [int(i) for i in chosen]),
+                                    store=f"{scratch}/sample.zarr", n_workers=args.workers,
+                                    **options)["potential"].values
+            for k, i in enumerate(chosen):
+                a = stored[int(i)].values.astype(np.float64)
+                b = fresh[k].astype(np.float64)
+                report.sample[int(i)] = float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+        report.sample_tolerance = 1e-3 if parameters["dtype"] == "float16" else 1e-6
+        print(report.summary())
+    return 0 if report.ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
         "trajectories with --topology; or two structures with --morph N.",
     )
     render.add_argument("inputs", nargs="+", metavar="INPUT")
-    render.add_argument("--out", required=True, help="zarr store directory")
+    render.add_argument("--out", required=True,
+                        help="zarr store: a path or URL (s3://bucket/x.zarr, gs://, file://)")
     render.add_argument("--shape", type=parse_shape, required=True, help="N or NZ,NY,NX")
     render.add_argument("--voxel-size", type=positive_float, required=True, help="A")
     render.add_argument("--topology", help="topology for trajectory inputs (PSF, PDB, GRO, ...)")
@@ -180,8 +346,23 @@ def build_parser() -> argparse.ArgumentParser:
     render.set_defaults(run=_render)
 
     info = commands.add_parser("info", help="describe a store")
-    info.add_argument("store")
+    info.add_argument("store", help="a path or URL")
     info.set_defaults(run=_info)
+
+    verify = commands.add_parser(
+        "verify", help="check a store's metadata, markers and checksums",
+        description="Exits 1 on any problem, naming the bad conformations.")
+    verify.add_argument("store", help="a path or URL")
+    verify.add_argument("--repair", action="store_true",
+                        help="render exactly the bad or missing conformations again")
+    verify.add_argument("--sample", type=int, default=0, metavar="K",
+                        help="compare K random conformations against a fresh render")
+    verify.add_argument("--workers", type=int, help="CPU worker processes for --repair/--sample")
+    verify.set_defaults(run=_verify)
+    for command in (render, info, verify):
+        command.add_argument("--storage-option", type=parse_storage_option, action="append",
+                             metavar="KEY=VALUE",
+                             help="fsspec storage option (repeatable), e.g. endpoint_url=...")
 
     from .particles._cli import add_parsers as add_particle_parsers
 
@@ -190,9 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from .errors import CryoEnsembleError
+
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as error:
+    except (CryoEnsembleError, ValueError, FileNotFoundError, FileExistsError, ImportError) as error:
         print(f"cryoensemble: {error}", file=sys.stderr)
         return 2

@@ -23,3 +23,19 @@ class BatchOptionsError(CryoEnsembleError, ValueError):
 
 class EnsembleSourceError(CryoEnsembleError, ValueError):
     """A source whose conformations cannot be rendered together."""
+
+
+class StoreMismatchError(CryoEnsembleError, ValueError):
+    """A store made with other parameters, or a path that is not a cryoensemble store."""
+
+
+class StoreLocationError(CryoEnsembleError, ValueError):
+    """A store URL that cannot be used: unknown scheme, missing fsspec driver, unreachable."""
+
+
+class StoreLeaseError(CryoEnsembleError, RuntimeError):
+    """Another live process holds the store's writer lease."""
+
+
+class StoreCorruptionError(CryoEnsembleError, ValueError):
+    """Stored data that fails its checksum or is missing, named by conformation."""

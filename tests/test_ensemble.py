@@ -183,7 +183,7 @@ def test_split_atoms_by_slabs_and_groups_gives_the_unsplit_volume(client, tmp_pa
     slabs = render_ensemble(source, store=str(tmp_path / "slabs.zarr"), n_batches=8, **kwargs)
     groups = render_ensemble(source, store=str(tmp_path / "groups.zarr"), n_batches=8,
                              split="atoms", **kwargs)
-    assert slabs["potential"].encoding["chunks"] == (1, 12, 96, 96)
+    assert slabs["potential"].encoding["shards"] == (1, 12, 96, 96)  # one object per slab
     reference = whole["potential"].values
     np.testing.assert_array_equal(slabs["potential"].values, reference)
     assert relative_l2(groups["potential"].values, reference) <= 1e-6
@@ -235,34 +235,6 @@ def test_cli_against_a_dask_scheduler_and_worker_started_as_subprocesses(tmp_pat
                 process.wait(timeout=30)
 
 
-def test_chunk_files_written_directly_match_zarr(tmp_path):
-    """The local fast path writes exactly the bytes zarr would, and zarr reads them."""
-    import zarr
-
-    from cryoensemble import store as store_module
-
-    rng = np.random.default_rng(0)
-    volumes = np.zeros((4, 20, 12, 14), np.float32)
-    volumes[:, 4:16, 2:10, 3:11] = rng.random((4, 12, 8, 8)) ** 4
-    path = str(tmp_path / "s.zarr")
-    layout = store_module.StoreLayout(4, (20, 12, 14), "float32", 8)  # partial last z-chunk
-    store_module.prepare_store(path, layout, {"voxel_size": 1.0}, {}, {})
-    store_module.write_volumes(path, 0, volumes[:2])
-    store_module.write_volumes(path, 2, volumes[2:, :8], z_start=0)
-    store_module.write_volumes(path, 2, volumes[2:, 8:], z_start=8)
-    np.testing.assert_array_equal(xr.open_zarr(path)["potential"].values, volumes)
-    direct = {z: open(f"{path}/potential/c/3/{z}/0/0", "rb").read() for z in range(3)}
-    array = zarr.open_array(path, path="potential", mode="r+", config={"write_empty_chunks": True})
-    array[3:4] = volumes[3:4]
-    assert all(open(f"{path}/potential/c/3/{z}/0/0", "rb").read() == direct[z] for z in range(3))
-    # Markers too: written as files, the bytes zarr writes.
-    store_module.mark_rendered(path, 0, 2)
-    zarr.open_array(path, path="rendered", mode="r+", config={"write_empty_chunks": True})[3] = 1
-    marker = open(f"{path}/rendered/c/3", "rb").read()
-    assert all(open(f"{path}/rendered/c/{i}", "rb").read() == marker for i in range(2))
-    np.testing.assert_array_equal(xr.open_zarr(path)["rendered"].values, [1, 1, 0, 1])
-
-
 def test_fft_renderer_through_dask(client, tmp_path):
 
     from cryoensemble.simulator import FFTAtomRenderFn, IndependentAtomVolume
@@ -287,14 +259,17 @@ def test_fft_renderer_through_dask(client, tmp_path):
 
 
 def test_cluster_tuning_reaches_the_workers_through_dask_config():
-    """`cryoensemble.codec-threads` as the cluster sets it is what each worker process
-    reads (its defaults come from the package's cryoensemble.yaml)."""
+    """A `cryoensemble.` key set on the client when the cluster starts is what each worker
+    process reads (the defaults come from the package's cryoensemble.yaml)."""
     import dask.config
     from distributed import Client
 
     from cryoensemble.distributed import make_local_cluster
 
     assert dask.config.get("cryoensemble.device-to-host") == "pinned"
-    with make_local_cluster(n_workers=1, codec_threads=3) as cluster, Client(cluster) as client:
-        seen = client.run(lambda: dask.config.get("cryoensemble.codec-threads"))
-    assert list(seen.values()) == [3]
+    assert dask.config.get("cryoensemble.store.lease-ttl") == "60s"
+    with dask.config.set({"cryoensemble.device-to-host": "async"}):
+        cluster = make_local_cluster(n_workers=1)
+    with cluster, Client(cluster) as client:
+        seen = client.run(lambda: dask.config.get("cryoensemble.device-to-host"))
+    assert list(seen.values()) == ["async"]

@@ -4,10 +4,6 @@ import contextlib
 import logging
 import os
 
-import dask.config
-
-from . import config as _config
-
 
 # Each worker is one process with one JAX thread: Dask provides the parallelism, and JAX
 # must not grab all GPU memory up front (several workers may share a host).
@@ -22,37 +18,31 @@ _CPU_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_thread
 
 def make_local_cluster(n_workers: int | None = None, gpus: int | None = None,
                        processes_per_gpu: int | None = None,
-                       threads_per_process: int | None = None,
-                       codec_threads: int | None = None, **kwargs):
+                       threads_per_process: int | None = None, **kwargs):
     """An embedded cluster sized to this machine.
 
     **Arguments:**
 
     - `n_workers`: CPU worker processes (default: one per core).
     - `gpus`: if set, GPU workers instead: `processes_per_gpu` processes per GPU, each
-      running `threads_per_process` tasks at once with `codec_threads` threads that
-      compress and write chunks (see `_gpu_cluster`).
+      running `threads_per_process` tasks at once (see `_gpu_cluster`).
     - `kwargs`: passed to the cluster class.
     """
     if gpus:
-        return _gpu_cluster(int(gpus), processes_per_gpu, threads_per_process, codec_threads,
-                            **kwargs)
+        return _gpu_cluster(int(gpus), processes_per_gpu, threads_per_process, **kwargs)
     from distributed import LocalCluster
 
     env = dict(WORKER_ENVIRONMENT, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"),
                XLA_FLAGS=_CPU_XLA_FLAGS)
     kwargs.setdefault("dashboard_address", ":0")
-    # Worker processes receive the dask config of the process that starts them.
-    with dask.config.set({"cryoensemble.codec-threads": codec_threads or _config.get("codec-threads")}):
-        return LocalCluster(
-            n_workers=n_workers or os.cpu_count(), threads_per_worker=1, processes=True,
-            env=env, **kwargs,
-        )
+    return LocalCluster(
+        n_workers=n_workers or os.cpu_count(), threads_per_worker=1, processes=True,
+        env=env, **kwargs,
+    )
 
 
 def _gpu_cluster(gpus: int, processes_per_gpu: int | None = None,
-                 threads_per_process: int | None = None, codec_threads: int | None = None,
-                 **kwargs):
+                 threads_per_process: int | None = None, **kwargs):
     """Worker processes that each see one GPU.
 
     Rendering takes the device a small fraction of a volume's time; the host's work is
@@ -61,19 +51,14 @@ def _gpu_cluster(gpus: int, processes_per_gpu: int | None = None,
     process (the host's cores divided among the GPUs), each encoding its own chunks:
     threads of one process compressing side by side spent much of the host in the
     kernel (benchmarks/ensemble.py compares the layouts). `threads_per_process` > 1 runs
-    several tasks per process; `codec_threads` > 1 gives each process a pool of
-    chunk-encoding threads (`cryoensemble.codec-threads` in the workers' dask config),
-    for hosts with fewer processes than cores. With one process per GPU this is
+    several tasks per process. With one process per GPU this is
     dask-cuda's `LocalCUDACluster` where installed; otherwise distributed's SpecCluster.
     """
     cores = os.cpu_count() or 1
     processes_per_gpu = processes_per_gpu or max(1, cores // gpus)
     threads_per_process = threads_per_process or 1
-    codec_threads = codec_threads or max(1, cores // (gpus * processes_per_gpu))
     env = dict(WORKER_ENVIRONMENT)
-    # Worker processes receive the dask config of the process that starts them.
-    with dask.config.set({"cryoensemble.codec-threads": codec_threads}):
-        return _gpu_workers(gpus, processes_per_gpu, threads_per_process, env, **kwargs)
+    return _gpu_workers(gpus, processes_per_gpu, threads_per_process, env, **kwargs)
 
 
 def _gpu_workers(gpus, processes_per_gpu, threads_per_process, env, **kwargs):

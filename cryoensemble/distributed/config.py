@@ -17,3 +17,10 @@ dask.config.update_defaults(_load_defaults())
 def get(key: str):
     """The value of `cryoensemble.<key>` in this process's dask config."""
     return dask.config.get(f"cryoensemble.{key}")
+
+
+def lease_ttl_seconds() -> float:
+    """`cryoensemble.store.lease-ttl` in seconds (a number or a time string)."""
+    from dask.utils import parse_timedelta
+
+    return float(parse_timedelta(get("store.lease-ttl")))

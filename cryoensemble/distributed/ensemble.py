@@ -8,7 +8,6 @@ in a tree.
 """
 
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -19,7 +18,7 @@ import numpy as np
 from .. import store as store_module
 from ..coordinates import as_grid_shape
 from ..sources import AbstractEnsembleSource, file_sha256
-from . import tasks
+from . import config, tasks
 from .cluster import connect
 
 
@@ -49,7 +48,7 @@ class RenderPlan:
     window: int
 
     @property
-    def store(self) -> str:
+    def store(self) -> "store_module.StoreLocation":
         return self.spec.store
 
     @property
@@ -198,7 +197,8 @@ def plan_render(
     *,
     shape,
     voxel_size: float,
-    store: str | os.PathLike,
+    store,
+    storage_options: dict | None = None,
     n_workers: int = 1,
     batch_size: int | None = None,
     n_batches: int = 1,
@@ -214,10 +214,13 @@ def plan_render(
     shape = as_grid_shape(shape)
     voxel_size, n_batches = float(voxel_size), int(n_batches)
     _check_arguments(source, shape, voxel_size, dtype, renderer, split, n_batches, batch_size)
-    # The one place a store path is normalised.
-    store = os.path.abspath(os.fspath(store))
+    # The store owns paths and URLs: the location is opaque here. Checked (scheme, driver,
+    # endpoint; not someone else's folder) before anything is read or rendered.
+    location = store_module.as_location(store, storage_options)
+    location.check()
+    store_module.check_target(location)
     spec = tasks.RenderSpec(shape, voxel_size, float(truncation), 1, _centre(source, center),
-                            float(extra_b_factor), store, renderer)
+                            float(extra_b_factor), location, renderer)
     atoms = tasks.support_plan(source, spec)  # validates elements; workers derive the same
     n = len(source)
     z_slabs = n_batches if (n_batches > 1 and split == "slabs") else 1
@@ -226,8 +229,9 @@ def plan_render(
     )
     parameters, attributes = _store_records(source, spec, layout, atoms.support)
     done = (
-        store_module.done_conformations(store, layout)
-        if store_module.read_parameters(store) == _json(parameters) else np.zeros(n, bool)
+        store_module.done_conformations(location, layout)
+        if store_module.read_parameters(location) == store_module.canonical_parameters(parameters)
+        else np.zeros(n, bool)
     )
     todo = tuple(int(i) for i in np.flatnonzero(~done))
     plan = RenderPlan(source, spec, layout, split, n_batches, todo, batch_size is None,
@@ -241,23 +245,25 @@ def plan_render(
 
 def run_plan(plan: RenderPlan, client, *, overwrite: bool = False,
              progress: bool = False) -> RenderReport:
-    """Prepare the plan's store, build its graph and run it on `client`."""
-    store_module.prepare_store(plan.store, plan.layout, plan.parameters, plan.source.labels(),
-                               plan.attributes, overwrite)
-    runs = plan.runs
-    if overwrite:  # a replaced store starts empty
+    """Take the store's writer lease, prepare the store, build the plan's graph and run it
+    on `client` (a second render of the same store is refused while this one runs)."""
+    with store_module.acquire_lease(plan.store, config.lease_ttl_seconds()):
+        store_module.prepare_store(plan.store, plan.layout, plan.parameters,
+                                   plan.source.labels(), plan.attributes, overwrite)
+        # Decided again under the lease: another run may have finished some meanwhile,
+        # and a replaced store starts empty.
         todo = np.flatnonzero(~store_module.done_conformations(plan.store, plan.layout))
         runs = _runs(todo, plan.batch_size, plan.n_batches)
-    if not runs:
-        return RenderReport(plan, [])
-    futures = client.compute(_graph(plan, runs))
-    if progress:
-        from distributed import progress as show_progress
+        if not runs:
+            return RenderReport(plan, [])
+        futures = client.compute(_graph(plan, runs))
+        if progress:
+            from distributed import progress as show_progress
 
-        print(f"dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
-        show_progress(futures)
-        print(file=sys.stderr)
-    return RenderReport(plan, client.gather(futures))
+            print(f"dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
+            show_progress(futures)
+            print(file=sys.stderr)
+        return RenderReport(plan, client.gather(futures))
 
 
 def _task_slots(client) -> int:
@@ -269,7 +275,8 @@ def render_ensemble(
     *,
     shape,
     voxel_size: float,
-    store: str | os.PathLike,
+    store,
+    storage_options: dict | None = None,
     client=None,
     scheduler_address: str | None = None,
     gpus: int | None = None,
@@ -295,9 +302,13 @@ def render_ensemble(
 
     - `source`: an ensemble source (`cryoensemble.sources`).
     - `shape`: N or (NZ, NY, NX); `voxel_size` in A.
-    - `store`: the zarr store directory. An existing store made with the same parameters
-      is resumed (only missing conformations are rendered); one made with others is
-      refused, naming the differences, unless `overwrite`.
+    - `store`: a path or any URL zarr opens through fsspec (`s3://bucket/x.zarr`,
+      `gs://...`, `file://...`), or a `cryoensemble.store.StoreLocation`; with
+      `storage_options` for its filesystem (credentials may also come from the usual
+      environment, e.g. AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID). An existing store made with
+      the same parameters is resumed (only missing conformations are rendered); one made
+      with others is refused, naming the differences, unless `overwrite`. One render
+      writes a store at a time (a lease in the store; a second is refused).
     - `client`: a `distributed.Client`; else `scheduler_address`, else an embedded
       `LocalCluster` (`n_workers` processes, or `gpus` dask-cuda workers).
     - `batch_size`: conformations per task (default: sized from the ensemble and workers).
@@ -318,7 +329,8 @@ def render_ensemble(
 
     **Returns:** the store as an `xarray.Dataset` (lazy), or the plan if `dry_run`.
     """
-    arguments = dict(shape=shape, voxel_size=voxel_size, store=store, batch_size=batch_size,
+    arguments = dict(shape=shape, voxel_size=voxel_size, store=store,
+                     storage_options=storage_options, batch_size=batch_size,
                      n_batches=n_batches, split=split, dtype=dtype,
                      extra_b_factor=extra_b_factor, center=center, truncation=truncation,
                      renderer=renderer)
@@ -329,10 +341,6 @@ def render_ensemble(
         run_plan(plan.for_workers(_task_slots(dask_client)), dask_client, overwrite=overwrite,
                  progress=progress)
     return store_module.open_store(plan.store)
-
-
-def _json(value):
-    return json.loads(json.dumps(value))
 
 
 def _contiguous_batches(indices: np.ndarray, batch_size: int) -> list[tuple[int, int]]:

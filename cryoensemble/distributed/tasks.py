@@ -58,7 +58,7 @@ class RenderSpec:
     - `batch_size`: conformations per task (tasks are padded to it).
     - `centre`: subtracted from every position (A), so the molecule sits in the box.
     - `extra_b_factor`: A^2 added to every atom's Peng b.
-    - `store`: the zarr store.
+    - `store`: the store (a `cryoensemble.store.StoreLocation`, opaque here).
     - `renderer`: a key of `RENDERERS`.
     """
 
@@ -68,7 +68,7 @@ class RenderSpec:
     batch_size: int
     centre: tuple[float, float, float]
     extra_b_factor: float
-    store: str
+    store: "store_module.StoreLocation"
     renderer: str = "gaussian"
 
 
@@ -98,8 +98,8 @@ class WorkerState:
       two kept).
     - `positions`: the last conformation read in plan order (its slabs follow one another).
     - `renderers`: compiled renderers by static key.
-    - `codec_pools`: chunk-encoding thread pools by size; `pinned_unavailable`: platforms
-      without pinned host memory; `compiles`: renderers built so far.
+    - `pinned_unavailable`: platforms without pinned host memory; `compiles`: renderers
+      built so far.
     """
 
     def __init__(self):
@@ -107,7 +107,6 @@ class WorkerState:
         self.plans = _Bounded(2)
         self.positions = _Bounded(1)
         self.renderers = _Bounded(32)
-        self.codec_pools = _Bounded(2)
         self.pinned_unavailable: set[str] = set()
         self.compiles = 0
 
@@ -354,12 +353,11 @@ def _render_batch(source, spec: RenderSpec, positions: np.ndarray):
 def render_conformations(source, spec: RenderSpec, start: int, stop: int) -> dict:
     """Render conformations `[start, stop)`, write them, then mark them done.
 
-    The batch reaches the host in pieces (`host_pieces`) while the process's codec pool
-    (`codec_pool`) compresses and writes the pieces already there; the task returns once
-    every chunk, then every marker, is on disk. Returns the range, the bytes rendered and
-    where this task's time went (s): `read`, `render` (until the device is done),
-    `to_host` (waiting for copies), `write` (the rest until every chunk is written),
-    `mark`, and the pool threads' `encode` and `file` seconds summed over chunks.
+    The batch reaches the host in pieces (`host_pieces`); each piece is written through
+    zarr's codec pipeline as soon as it is there; the task returns once every shard, then
+    every marker, is stored. Returns the range, the bytes rendered and where this task's
+    time went (s): `read`, `render` (until the device is done), `to_host` (waiting for
+    copies), `write` (encoding and storing every shard), `mark`.
     """
     t0 = time.perf_counter()
     positions = _pad_batch(_read(source, spec, start, stop), spec.batch_size)
@@ -367,8 +365,8 @@ def render_conformations(source, spec: RenderSpec, start: int, stop: int) -> dic
     volumes = _render_batch(source, spec, positions)
     volumes.block_until_ready()
     t2 = time.perf_counter()
-    pool = codec_pool()
-    pending, inline, to_host_s = [], [], 0.0
+    writer = store_module.open_writer(spec.store)
+    to_host_s = 0.0
     copies = host_pieces(volumes, stop - start)
     while True:
         t = time.perf_counter()
@@ -377,38 +375,14 @@ def render_conformations(source, spec: RenderSpec, start: int, stop: int) -> dic
         if piece is None:
             break
         offset, host = piece
-        writers = store_module.chunk_writers(spec.store, start + offset, host)
-        if writers is None:  # a store zarr must write
-            store_module.write_volumes(spec.store, start + offset, host)
-        elif pool is None:
-            inline.extend(write() for write in writers)
-        else:
-            pending.extend(pool.submit(write) for write in writers)
-    seconds = inline + [future.result() for future in pending]
+        writer.write_volumes(start + offset, host)
     t4 = time.perf_counter()
-    store_module.mark_rendered(spec.store, start, stop)
+    writer.mark_rendered(start, stop)
     t5 = time.perf_counter()
     volume_bytes = volumes.nbytes // volumes.shape[0]
     return {"start": start, "stop": stop, "bytes": volume_bytes * (stop - start),
             "read_s": t1 - t0, "render_s": t2 - t1, "to_host_s": to_host_s,
-            "write_s": t4 - t2 - to_host_s, "mark_s": t5 - t4,
-            "encode_s": sum(s for s, _ in seconds), "file_s": sum(s for _, s in seconds)}
-
-
-def codec_pool():
-    """This process's threads that encode and write chunks (`cryoensemble.codec-threads`
-    in dask config, set by the cluster; None when 1: CPU workers, one per core, encode in
-    the task)."""
-    threads = int(config.get("codec-threads"))
-    if threads <= 1:
-        return None
-
-    def make():
-        from concurrent.futures import ThreadPoolExecutor
-
-        return ThreadPoolExecutor(threads, thread_name_prefix="cryoensemble-codec")
-
-    return _STATE.codec_pools.get_or_make(threads, make)
+            "write_s": t4 - t2 - to_host_s, "mark_s": t5 - t4}
 
 
 # Bytes per piece of a batch copied to the host: small enough that compression starts
@@ -479,7 +453,7 @@ def render_slab(source, spec: RenderSpec, index: int, z0: int, z1: int) -> dict:
         run = batch_renderer(spec.shape, spec.voxel_size, groups, z1 - z0)
         slab = np.asarray(run(positions, amplitudes, variances, z0))
         t2 = time.perf_counter()
-    store_module.write_volumes(spec.store, index, slab, z_start=z0)
+    store_module.open_writer(spec.store).write_volumes(index, slab, z_start=z0)
     t3 = time.perf_counter()
     return {"index": index, "z0": z0, "atoms": int(mask.sum()),
             "seconds": t3 - t0, "select_s": t1 - t0, "render_s": t2 - t1, "write_s": t3 - t2,
@@ -521,12 +495,13 @@ def add_volumes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def write_conformation(spec: RenderSpec, index: int, volume: np.ndarray) -> dict:
-    store_module.write_volumes(spec.store, index, volume[None])
-    store_module.mark_rendered(spec.store, index, index + 1)
+    writer = store_module.open_writer(spec.store)
+    writer.write_volumes(index, volume[None])
+    writer.mark_rendered(index, index + 1)
     return {"index": index}
 
 
 def mark_done(spec: RenderSpec, index: int, *slab_results) -> dict:
     """Mark a slab-split conformation done once all its slabs are written."""
-    store_module.mark_rendered(spec.store, index, index + 1)
+    store_module.open_writer(spec.store).mark_rendered(index, index + 1)
     return {"index": index, "slabs": len(slab_results), "slab_results": list(slab_results)}

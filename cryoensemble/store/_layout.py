@@ -1,0 +1,92 @@
+"""How `potential` is cut into objects: one zarr v3 shard per conformation (or per z-slab),
+inner chunks that leave empty space unwritten, each chunk zstd-compressed and checksummed."""
+
+import dataclasses
+
+import numpy as np
+
+
+POTENTIAL = "potential"
+RENDERED = "rendered"
+# Bookkeeping arrays live in a subgroup, which xarray's view of the root group leaves out.
+BOOKKEEPING = "bookkeeping"
+EMPTY_SHARD = f"{BOOKKEEPING}/empty_shard"
+
+# A shard (one object) holds at most this much raw data; larger grids get z-slab shards.
+_MAX_SHARD_BYTES = 256 * 2**20
+# Inner chunks at most this many voxels along each axis: empty regions of large boxes stay
+# unwritten, while zarr's per-chunk cost (which exceeds the compression of a chunk of
+# zeros: zstd shrinks those to almost nothing anyway) is paid only a few times per shard.
+_MAX_INNER = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreLayout:
+    """Shape, dtype and cutting of a store's `potential` array.
+
+    **Arguments:**
+
+    - `n_conformations`, `shape` (NZ, NY, NX), `dtype` ("float32" or "float16").
+    - `z_chunk`: z-planes per shard (one object): the whole grid, or a z-slab of it.
+    """
+
+    n_conformations: int
+    shape: tuple[int, int, int]
+    dtype: str
+    z_chunk: int
+
+    @property
+    def shards(self) -> tuple[int, int, int, int]:
+        """The shard (object) shape: one conformation, `z_chunk` planes."""
+        return (1, self.z_chunk, self.shape[1], self.shape[2])
+
+    @property
+    def chunks(self) -> tuple[int, int, int, int]:
+        """The inner (compressed, checksummed) chunk shape; it divides the shard."""
+        return (1,) + tuple(_divisor_at_most(n, _MAX_INNER) for n in self.shards[1:])
+
+    @property
+    def n_z_chunks(self) -> int:
+        """Shards per conformation."""
+        return -(-self.shape[0] // self.z_chunk)
+
+    def shard_ranges(self, z0: int, z1: int) -> list[tuple[int, int, int]]:
+        """`(shard index, first plane, stop plane)` of the shards planes [z0, z1) cover."""
+        return [(s, s * self.z_chunk, min(self.shape[0], (s + 1) * self.z_chunk))
+                for s in range(z0 // self.z_chunk, -(-z1 // self.z_chunk))]
+
+    def encoding(self) -> dict:
+        """xarray/zarr encoding of the arrays (zarr v3): bytes -> zstd -> crc32c inside
+        each shard, the shard index checksummed too (zarr's default index codecs)."""
+        from zarr.codecs import Crc32cCodec, ZstdCodec
+
+        # zstd level 1 on rendered potentials: as small as blosc(zstd, byte shuffle) and
+        # the frame format nvCOMP writes on the GPU, so either path makes the same store.
+        return {
+            # Fill value 0, so all-zero inner chunks (empty space) are not stored; xarray
+            # must not read zeros as missing (no _FillValue).
+            POTENTIAL: {"chunks": self.chunks, "shards": self.shards, "fill_value": 0.0,
+                        "_FillValue": None, "compressors": (ZstdCodec(level=1), Crc32cCodec())},
+            RENDERED: {"chunks": (1,)},
+        }
+
+
+def _divisor_at_most(n: int, limit: int) -> int:
+    """The largest divisor of n in [16, limit], else n (zarr needs inner chunks that
+    divide the shard; a prime-sized axis stays one chunk)."""
+    if n <= limit:
+        return n
+    for d in range(limit, 15, -1):
+        if n % d == 0:
+            return d
+    return n
+
+
+def choose_z_chunk(shape, dtype: str, z_slabs: int = 1) -> int:
+    """Planes per shard: the slab size when split into slabs, else the whole grid up to
+    `_MAX_SHARD_BYTES` per object."""
+    nz, ny, nx = shape
+    if z_slabs > 1:
+        return -(-nz // z_slabs)
+    plane = ny * nx * np.dtype(dtype).itemsize
+    return max(1, min(nz, _MAX_SHARD_BYTES // plane))

@@ -1,0 +1,116 @@
+"""Checking a store end to end: metadata, markers, shard presence, every checksum."""
+
+import dataclasses
+import json
+
+import numpy as np
+
+from ._layout import EMPTY_SHARD, POTENTIAL, RENDERED, StoreLayout
+from ._schema import IDENTITY, parse_identity
+from ._writer import ROOT_METADATA, as_location, read_parameters, stored_objects
+
+
+@dataclasses.dataclass
+class VerifyReport:
+    """What `verify_store` found.
+
+    - `store`: the URL; `n_conformations`; `done`: conformations marked and intact.
+    - `bad`: {conformation: reason} for marked conformations whose data is missing or
+      fails its checksum (render them again: `verify --repair`).
+    - `not_rendered`: conformations without a marker (a resume renders them).
+    - `metadata`: problems with the store's metadata (a rerun of render rewrites it).
+    - `sample`: {conformation: relative L2 against a fresh render} when sampled.
+    """
+
+    store: str
+    n_conformations: int = 0
+    done: list[int] = dataclasses.field(default_factory=list)
+    bad: dict[int, str] = dataclasses.field(default_factory=dict)
+    not_rendered: list[int] = dataclasses.field(default_factory=list)
+    metadata: list[str] = dataclasses.field(default_factory=list)
+    sample: dict[int, float] = dataclasses.field(default_factory=dict)
+    sample_tolerance: float = 0.0
+
+    @property
+    def sample_failures(self) -> dict[int, float]:
+        return {i: e for i, e in self.sample.items() if not e <= self.sample_tolerance}
+
+    @property
+    def ok(self) -> bool:
+        return not (self.bad or self.not_rendered or self.metadata or self.sample_failures)
+
+    def summary(self) -> str:
+        lines = [f"{self.store}: {len(self.done)} / {self.n_conformations} conformations "
+                 f"intact, {len(self.bad)} bad, {len(self.not_rendered)} not rendered"]
+        lines += [f"  metadata: {problem}" for problem in self.metadata]
+        lines += [f"  conformation {i}: {reason}" for i, reason in sorted(self.bad.items())]
+        if self.not_rendered:
+            shown = ", ".join(map(str, self.not_rendered[:20]))
+            more = " ..." if len(self.not_rendered) > 20 else ""
+            lines.append(f"  not rendered: {shown}{more}")
+        for i, error in sorted(self.sample.items()):
+            verdict = "ok" if error <= self.sample_tolerance else "MISMATCH"
+            lines.append(f"  sample {i}: relative L2 {error:.2e} against a fresh render ({verdict})")
+        lines.append("  OK" if self.ok else "  FAILED")
+        return "\n".join(lines)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+def verify_store(store, storage_options=None, check_data: bool = True) -> VerifyReport:
+    """Check a store: identity and metadata documents, a marker for every conformation,
+    every shard of a marked conformation present (or recorded empty), and (with
+    `check_data`) every chunk decoded with its crc32c checksum.
+
+    **Returns:** a `VerifyReport` naming each bad conformation.
+    """
+    import zarr
+
+    from ..errors import StoreMismatchError
+
+    location = as_location(store, storage_options)
+    report = VerifyReport(location.url)
+    parameters = read_parameters(location)
+    if parameters is None:
+        raise StoreMismatchError(f"{location.url}: not a cryoensemble store")
+    if parse_identity(location.get(IDENTITY)) is None:
+        report.metadata.append(f"{IDENTITY} missing or unreadable")
+    for key in (ROOT_METADATA, f"{POTENTIAL}/zarr.json", f"{RENDERED}/zarr.json",
+                f"{EMPTY_SHARD}/zarr.json"):
+        data = location.get(key)
+        try:
+            json.loads(data) if data is not None else None
+        except ValueError:
+            data = None
+        if data is None:
+            report.metadata.append(f"{key} missing or unreadable")
+    layout = StoreLayout(int(parameters["n_conformations"]), tuple(parameters["shape"]),
+                         parameters["dtype"], int(parameters["z_chunk"]))
+    report.n_conformations = layout.n_conformations
+    objects = stored_objects(location)
+    present = objects["shards"] | objects["empty"]
+    for i in range(layout.n_conformations):
+        if i not in objects["markers"]:
+            report.not_rendered.append(i)
+            continue
+        missing = [s for s in range(layout.n_z_chunks) if (i, s) not in present]
+        if missing:
+            report.bad[i] = f"shard(s) {missing} of potential missing"
+    if check_data and not any(k.startswith(f"{POTENTIAL}/") for k in report.metadata):
+        array = zarr.open_array(location.zarr_store(read_only=True), path=POTENTIAL, mode="r")
+        for i in sorted(objects["markers"] - set(report.bad)):
+            if i >= layout.n_conformations:
+                continue
+            try:
+                values = array[i]
+            except Exception as error:  # noqa: BLE001 - any decode failure is damage
+                report.bad[i] = f"unreadable ({_first_line(error)})"
+                continue
+            if not np.isfinite(values).all():
+                report.bad[i] = "non-finite values"
+    report.done = [i for i in sorted(objects["markers"])
+                   if i < layout.n_conformations and i not in report.bad]
+    return report
