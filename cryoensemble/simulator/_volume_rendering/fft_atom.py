@@ -85,7 +85,7 @@ class FFTAtomRenderFn(AbstractVolumeRenderFn):
         - `shape`: the grid shape (nz, ny, nx).
         - `voxel_size`: the voxel size in A.
         - `frequency_grid`: the grid's frequencies in A^-1, zero frequency in the centre,
-          `jnp.fft.fftshift(make_frequency_grid(shape, voxel_size, outputs_rfft=False),
+          `jnp.fft.fftshift(make_frequency_grid(shape, voxel_size, outputs_rfftfreqs=False),
           axes=(0, 1, 2))`; computed on each call if `None`.
         - `sampling_mode`: `'average'`: each voxel holds the average of the
           (band-limited) potential over the voxel; `'point'`: its value at the centre.
