@@ -98,7 +98,7 @@ def check_atomic_numbers_supported(atomic_numbers) -> None:
     check_atomic_numbers(atomic_numbers, supported, "The Peng (1996) and Lobato (2014) tables")
 
 
-class PengScatteringFactorParameters(eqx.Module, strict=True):
+class PengScatteringFactorParameters(eqx.Module):
     """Peng et al. (1996) electron scattering factor parameters, one row per atom.
 
     `a` (A) and `b` (A^2) have shape `(n_atoms, 5)`; the scattering factor of atom n is
@@ -144,7 +144,7 @@ def lobato_table() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return a, b, supported
 
 
-class LobatoScatteringFactorParameters(eqx.Module, strict=True):
+class LobatoScatteringFactorParameters(eqx.Module):
     """Lobato & Van Dyck (2014) electron scattering factor parameters, one row per atom.
 
     `a` (A) and `b` (A^2) have shape `(n_atoms, 5)`; the scattering factor of atom n is

@@ -161,7 +161,7 @@ class FourierSinc(AbstractFourierOperator):
         )
 
 
-class PeakedFourierGaussian(AbstractRadialFourierOperator, strict=True):
+class PeakedFourierGaussian(AbstractRadialFourierOperator):
     """A gaussian shell, `amplitude * exp(-b_factor (|xi| - radial_peak)^2 / 4)`."""
 
     amplitude: Float[Array, ""]
@@ -184,7 +184,7 @@ class PeakedFourierGaussian(AbstractRadialFourierOperator, strict=True):
         return self.amplitude * jnp.exp(-0.25 * self.b_factor * (k - self.radial_peak) ** 2)
 
 
-class FourierExp2D(AbstractRadialFourierOperator, strict=True):
+class FourierExp2D(AbstractRadialFourierOperator):
     """The 2D Fourier transform of `kappa / (2 pi xi^2) exp(-|r| / xi)`:
     `kappa / (2 pi xi^3) (xi^-2 + |k|^2)^(-3/2)` (amplitude kappa, length_scale xi in A)."""
 
@@ -205,7 +205,7 @@ class FourierExp2D(AbstractRadialFourierOperator, strict=True):
         return self.amplitude / (2 * jnp.pi * xi**3) / (squared_magnitude + xi**-2) ** 1.5
 
 
-class FourierDC(AbstractFourierOperator, strict=True):
+class FourierDC(AbstractFourierOperator):
     """`value` at the zero frequency (the corner of an unshifted grid), zero elsewhere."""
 
     value: Float[Array, ""]
@@ -222,7 +222,7 @@ class FourierDC(AbstractFourierOperator, strict=True):
         return zeros.at[(0,) * zeros.ndim].set(self.value)
 
 
-class CustomFourierOperator(AbstractFourierOperator, strict=True):
+class CustomFourierOperator(AbstractFourierOperator):
     """Any function `fn(frequencies, *args, **kwargs)` as an operator."""
 
     fn: Callable[..., Inexact[Array, "..."]] = eqx.field(static=True)

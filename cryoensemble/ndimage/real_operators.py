@@ -16,7 +16,7 @@ def _as_float(value) -> Float[Array, "..."]:
     return array if jnp.issubdtype(array.dtype, jnp.inexact) else array.astype(float)
 
 
-class AbstractRealOperator(eqx.Module, strict=True):
+class AbstractRealOperator(eqx.Module):
     """A function of positions; subclasses implement `__call__`."""
 
     @abstractmethod
@@ -46,7 +46,7 @@ def _as_operator(value) -> AbstractRealOperator:
     return value if isinstance(value, AbstractRealOperator) else RealConstant(value)
 
 
-class RealConstant(AbstractRealOperator, strict=True):
+class RealConstant(AbstractRealOperator):
     """A constant everywhere."""
 
     value: Inexact[Array, "..."]
@@ -62,7 +62,7 @@ class RealConstant(AbstractRealOperator, strict=True):
         return jnp.broadcast_to(self.value, jnp.shape(coordinates)[:-1])
 
 
-class SumRealOperator(AbstractRealOperator, strict=True):
+class SumRealOperator(AbstractRealOperator):
     """The sum of two operators."""
 
     left: AbstractRealOperator
@@ -72,7 +72,7 @@ class SumRealOperator(AbstractRealOperator, strict=True):
         return self.left(coordinates) + self.right(coordinates)
 
 
-class ProductRealOperator(AbstractRealOperator, strict=True):
+class ProductRealOperator(AbstractRealOperator):
     """The product of two operators."""
 
     left: AbstractRealOperator
@@ -82,7 +82,7 @@ class ProductRealOperator(AbstractRealOperator, strict=True):
         return self.left(coordinates) * self.right(coordinates)
 
 
-class RealGaussian(AbstractRealOperator, strict=True):
+class RealGaussian(AbstractRealOperator):
     """A normalized isotropic gaussian, `amplitude N(r; offset, variance)` (2D or 3D)."""
 
     amplitude: Float[Array, ""]

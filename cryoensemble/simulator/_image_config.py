@@ -26,7 +26,7 @@ def _image_shape(shape, what: str) -> tuple[int, int]:
     return shape
 
 
-class AbstractImageConfig(eqx.Module, strict=True):
+class AbstractImageConfig(eqx.Module):
     """What an image is computed on: its grid and the beam."""
 
     shape: eqx.AbstractVar[tuple[int, int]]
@@ -149,7 +149,7 @@ class AbstractImageConfig(eqx.Module, strict=True):
         return self.get_frequency_grid(padding=True, full=True)
 
 
-class BasicImageConfig(AbstractImageConfig, strict=True):
+class BasicImageConfig(AbstractImageConfig):
     """The grid of an image and the beam's voltage (cryojax's `BasicImageConfig`)."""
 
     shape: tuple[int, int] = eqx.field(static=True)

@@ -74,7 +74,7 @@ def _matrix_to_quaternion(m: Float[Array, "3 3"]) -> Float[Array, "4"]:
     return jnp.where(q[0] < 0, -q, q)
 
 
-class SO3(eqx.Module, strict=True):
+class SO3(eqx.Module):
     """A 3D rotation as a unit quaternion `wxyz` (scalar first), cryojax's `SO3` API."""
 
     wxyz: Float[Array, "4"]
@@ -164,7 +164,7 @@ def _offset(x, y, z) -> Float[Array, "2"] | Float[Array, "3"]:
     return _as_float((x, y) if z is None else (x, y, z))
 
 
-class AbstractPose(eqx.Module, strict=True):
+class AbstractPose(eqx.Module):
     """A rotation and a translation of a 3D coordinate system.
 
     Subclasses choose how the rotation is parametrized by implementing `rotation_matrix`,
@@ -292,7 +292,7 @@ class AbstractPose(eqx.Module, strict=True):
         return fourier_image * translation_operator
 
 
-class EulerAnglePose(AbstractPose, strict=True):
+class EulerAnglePose(AbstractPose):
     """A pose from zyz extrinsic Euler angles in degrees (cryojax convention)."""
 
     offset_in_angstroms: Float[Array, "2"] | Float[Array, "3"]
@@ -359,7 +359,7 @@ class EulerAnglePose(AbstractPose, strict=True):
         )
 
 
-class QuaternionPose(AbstractPose, strict=True):
+class QuaternionPose(AbstractPose):
     """A pose from a quaternion (w, x, y, z); it is normalized before use."""
 
     offset_in_angstroms: Float[Array, "2"] | Float[Array, "3"]
@@ -403,7 +403,7 @@ class QuaternionPose(AbstractPose, strict=True):
         return eqx.tree_at(lambda p: p.wxyz, self, self.rotation.inverse().wxyz)
 
 
-class AxisAnglePose(AbstractPose, strict=True):
+class AxisAnglePose(AbstractPose):
     """A pose from an Euler vector (axis times angle, degrees), via the exponential map."""
 
     offset_in_angstroms: Float[Array, "2"] | Float[Array, "3"]

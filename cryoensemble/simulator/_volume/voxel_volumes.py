@@ -63,7 +63,7 @@ def _check_slice(frequency_slice_in_pixels, dim: int, owner: str) -> Float[Array
     return frequency_slice
 
 
-class AbstractVoxelVolume(AbstractVolumeRepresentation, strict=True):
+class AbstractVoxelVolume(AbstractVolumeRepresentation):
     """A volume represented on voxels.
 
     The voxel size is not stored: pass the one the grid was made with to whatever
@@ -96,7 +96,7 @@ def _with_rotated_slice(volume, pose: AbstractPose, inverse: bool):
     )
 
 
-class FourierVoxelGridVolume(AbstractVoxelVolume, strict=True):
+class FourierVoxelGridVolume(AbstractVoxelVolume):
     """A cubic voxel grid in Fourier space, zero frequency at the centre of the box.
 
     Imaged by `FourierSliceExtraction`, which interpolates it linearly on the (rotated)
@@ -163,7 +163,7 @@ class FourierVoxelGridVolume(AbstractVoxelVolume, strict=True):
         return _with_rotated_slice(self, pose, inverse)
 
 
-class FourierVoxelSplineVolume(AbstractVoxelVolume, strict=True):
+class FourierVoxelSplineVolume(AbstractVoxelVolume):
     """A cubic voxel grid in Fourier space, as cubic B-spline coefficients.
 
     The coefficients are those of the centred spectrum
@@ -232,7 +232,7 @@ class FourierVoxelSplineVolume(AbstractVoxelVolume, strict=True):
         return _with_rotated_slice(self, pose, inverse)
 
 
-class RealVoxelGridVolume(AbstractVoxelVolume, strict=True):
+class RealVoxelGridVolume(AbstractVoxelVolume):
     """A voxel grid in real space, with the coordinates (in voxels) at which it is sampled.
 
     `coordinate_grid_in_pixels[z, y, x]` is the point (x, y, z), in voxels from the
@@ -320,7 +320,7 @@ class RealVoxelGridVolume(AbstractVoxelVolume, strict=True):
         )
 
 
-class RealVoxelCloudVolume(AbstractVoxelVolume, strict=True):
+class RealVoxelCloudVolume(AbstractVoxelVolume):
     """Voxels as a point cloud: a weight (the voxel's value) at each voxel's coordinates.
 
     `RealVoxelProjection` projects it with a type-1 NUFFT. Unlike the grid volumes its

@@ -70,7 +70,7 @@ def _from_real(image: Float[Array, "ny nx"], image_config: AbstractImageConfig, 
     return image if outputs_real_space else rfftn(image)
 
 
-class AbstractVolumeIntegrator(eqx.Module, strict=True):
+class AbstractVolumeIntegrator(eqx.Module):
     """Projects a volume representation along z onto an image."""
 
     @abstractmethod
@@ -90,7 +90,7 @@ class AbstractVolumeIntegrator(eqx.Module, strict=True):
         """
 
 
-class GaussianMixtureProjection(AbstractVolumeIntegrator, strict=True):
+class GaussianMixtureProjection(AbstractVolumeIntegrator):
     """Exact projections of a `GaussianMixtureVolume` along z.
 
     The line integral of a normalized 3D gaussian is the 2D gaussian of the same
@@ -182,7 +182,7 @@ def _is_operator(x) -> bool:
     return isinstance(x, AbstractFourierOperator)
 
 
-class FFTAtomProjection(AbstractVolumeIntegrator, strict=True):
+class FFTAtomProjection(AbstractVolumeIntegrator):
     """Project an `IndependentAtomVolume` with a 2D type-1 NUFFT per atom type.
 
     The image's spectrum on the central slice is `S(xi) sum_types f_type(xi) sum_n
@@ -282,7 +282,7 @@ class FFTAtomProjection(AbstractVolumeIntegrator, strict=True):
         return _from_real(image, image_config, outputs_real_space)
 
 
-class FourierSliceExtraction(AbstractVolumeIntegrator, strict=True):
+class FourierSliceExtraction(AbstractVolumeIntegrator):
     """Project a Fourier-space voxel volume by the Fourier projection-slice theorem.
 
     The image's centred spectrum is the volume's spectrum on its
@@ -368,7 +368,7 @@ def _extract(integrator: FourierSliceExtraction, volume):
     return integrator._project(volume)
 
 
-class RealVoxelProjection(AbstractVolumeIntegrator, strict=True):
+class RealVoxelProjection(AbstractVolumeIntegrator):
     """Project real-space voxels along z, times the pixel size (voxels are pixels).
 
     A `RealVoxelCloudVolume` goes through a 2D type-1 NUFFT of its (rotated) points onto
@@ -426,7 +426,7 @@ class RealVoxelProjection(AbstractVolumeIntegrator, strict=True):
         return irfftn(spectrum, s=shape) if outputs_real_space else spectrum
 
 
-class AutoVolumeProjection(AbstractVolumeIntegrator, strict=True):
+class AutoVolumeProjection(AbstractVolumeIntegrator):
     """Project with the default integrator of the volume's type.
 
     | Volume representation | Integrator |
