@@ -5,6 +5,7 @@ import logging
 import os
 
 import dask.config
+import dask.utils
 
 from . import config as _config
 
@@ -41,7 +42,10 @@ def make_local_cluster(n_workers: int | None = None, gpus: int | None = None,
 
     env = dict(WORKER_ENVIRONMENT, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"),
                XLA_FLAGS=_CPU_XLA_FLAGS)
-    kwargs.setdefault("dashboard_address", ":0")
+    # Nothing listens beyond this machine unless asked: scheduler, workers, dashboard.
+    kwargs.setdefault("host", "127.0.0.1")
+    kwargs.setdefault("dashboard_address", "127.0.0.1:0")
+    kwargs.setdefault("silence_logs", logging.ERROR)
     # Worker processes receive the dask config of the process that starts them.
     with dask.config.set({"cryoensemble.codec-threads": codec_threads or _config.get("codec-threads")}):
         return LocalCluster(
@@ -84,6 +88,8 @@ def _gpu_workers(gpus, processes_per_gpu, threads_per_process, env, **kwargs):
             LocalCUDACluster = None
         if LocalCUDACluster is not None:
             visible = ",".join(str(i) for i in range(gpus))
+            kwargs.setdefault("host", "127.0.0.1")
+            kwargs.setdefault("dashboard_address", "127.0.0.1:0")
             return LocalCUDACluster(CUDA_VISIBLE_DEVICES=visible, n_workers=gpus,
                                     threads_per_worker=threads_per_process, env=env, **kwargs)
     from distributed import Nanny, Scheduler, SpecCluster
@@ -99,23 +105,48 @@ def _gpu_workers(gpus, processes_per_gpu, threads_per_process, env, **kwargs):
         for j in range(processes_per_gpu)
     }
     scheduler = {"cls": Scheduler, "options": {
-        "host": "127.0.0.1", "dashboard_address": kwargs.pop("dashboard_address", ":0")}}
-    kwargs.setdefault("silence_logs", logging.WARNING)
+        "host": "127.0.0.1", "dashboard_address": kwargs.pop("dashboard_address", "127.0.0.1:0")}}
+    kwargs.setdefault("silence_logs", logging.ERROR)
     return SpecCluster(workers=workers, scheduler=scheduler, **kwargs)
+
+
+def _client_for(address: str | None, scheduler_file: str | None, security):
+    """A client of an existing scheduler; an unreachable one is one line, after
+    `cryoensemble.scheduler-timeout`."""
+    from distributed import Client
+
+    from ..errors import InfrastructureError
+
+    where = address or scheduler_file
+    if scheduler_file is not None and not os.path.isfile(scheduler_file):
+        raise InfrastructureError(f"--scheduler-file {scheduler_file}: no such file (does the "
+                                  "scheduler run with --scheduler-file?)")
+    timeout = dask.utils.parse_timedelta(_config.get("scheduler-timeout"))
+    try:
+        return Client(address, scheduler_file=scheduler_file, security=security,
+                      timeout=timeout)
+    except (OSError, TimeoutError, ValueError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InfrastructureError(
+            f"cannot reach the Dask scheduler at {where} within {timeout:g} s ({reason}); "
+            "check the address, that the scheduler runs and its TLS settings"
+        ) from None
 
 
 @contextlib.contextmanager
 def connect(client=None, scheduler_address: str | None = None, gpus: int | None = None,
-            n_workers: int | None = None):
-    """Yield a `distributed.Client`: the one given, one for `scheduler_address`, or one
-    for a new embedded cluster (closed on exit)."""
+            n_workers: int | None = None, *, scheduler_file: str | None = None,
+            security=None):
+    """Yield a `distributed.Client`: the one given, one for `scheduler_address` or
+    `scheduler_file` (with `security`, a `distributed.Security` for TLS), or one for a
+    new embedded cluster (closed on exit)."""
     from distributed import Client
 
     if client is not None:
         yield client
         return
-    if scheduler_address:
-        with Client(scheduler_address) as new_client:
+    if scheduler_address or scheduler_file:
+        with _client_for(scheduler_address, scheduler_file, security) as new_client:
             yield new_client
         return
     with make_local_cluster(n_workers=n_workers, gpus=gpus) as cluster, Client(cluster) as new_client:

@@ -3,9 +3,11 @@
 from .mrc import read_array_from_mrc as read_array_from_mrc, write_volume_to_mrc as write_volume_to_mrc
 from .structures import (
     AtomicModel as AtomicModel,
+    bulk_centre as bulk_centre,
     infer_element as infer_element,
     read_atomic_model as read_atomic_model,
     read_atoms_from_pdb as read_atoms_from_pdb,
+    selection_mask as selection_mask,
 )
 from .trajectories import (
     TrajectoryReader as TrajectoryReader,
@@ -16,10 +18,12 @@ from .trajectories import (
 __all__ = [
     "TrajectoryReader",
     "AtomicModel",
+    "bulk_centre",
     "infer_element",
     "read_array_from_mrc",
     "read_atomic_model",
     "read_atoms_from_pdb",
+    "selection_mask",
     "trajectory_elements",
     "write_volume_to_mrc",
 ]
