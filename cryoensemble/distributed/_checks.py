@@ -176,3 +176,10 @@ def check_gpus(gpus: int | None) -> None:
             f"--gpus {gpus}: this machine shows {found} NVIDIA GPU(s) (nvidia-smi -L); "
             "drop --gpus to render on the CPU, or use a machine with GPUs"
         )
+
+
+def check_scheduler_file(scheduler_file: str | None) -> None:
+    """A `--scheduler-file` that does not exist (yet), named before anything starts."""
+    if scheduler_file is not None and not os.path.isfile(scheduler_file):
+        raise InfrastructureError(f"--scheduler-file {scheduler_file}: no such file (does the "
+                                  "scheduler run with --scheduler-file?)")

@@ -118,9 +118,6 @@ def _client_for(address: str | None, scheduler_file: str | None, security):
     from ..errors import InfrastructureError
 
     where = address or scheduler_file
-    if scheduler_file is not None and not os.path.isfile(scheduler_file):
-        raise InfrastructureError(f"--scheduler-file {scheduler_file}: no such file (does the "
-                                  "scheduler run with --scheduler-file?)")
     timeout = dask.utils.parse_timedelta(_config.get("scheduler-timeout"))
     try:
         return Client(address, scheduler_file=scheduler_file, security=security,

@@ -341,6 +341,7 @@ def render_ensemble(
                      renderer=renderer, outside=outside, outside_tolerance=outside_tolerance)
     plan = plan_render(source, n_workers=n_workers or os.cpu_count() or 1, **arguments)
     _checks.check_store_path(plan.store, plan.parameters, overwrite)
+    _checks.check_scheduler_file(scheduler_file)
     embedded = client is None and not scheduler_address and not scheduler_file
     if embedded:
         _checks.check_gpus(gpus)

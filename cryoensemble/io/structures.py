@@ -261,8 +261,8 @@ def _duplicate_atom_error(path, keys, positions) -> StructureReadError | None:
         previous = seen.setdefault((key, tuple(xyz)), i)
         if previous != i:
             return StructureReadError(
-                f"{path}: {_atom_label(key)} is listed twice at the same position "
-                f"(records {previous + 1} and {i + 1}); remove the duplicate records"
+                f"{path}: {_atom_label(key)} is listed twice at the same position; "
+                "remove the duplicate record"
             )
     return None
 
