@@ -107,16 +107,17 @@ def check_store_path(store: str, parameters: dict, overwrite: bool) -> None:
         raise PlanError(f"{store}: is a file, not a store directory; choose another --out")
     if os.path.isdir(store):
         existing = store_module.read_parameters(store)
-        if existing is None and os.listdir(store):
-            raise PlanError(f"{store}: exists and is not a cryoensemble store; refusing to "
-                            "touch it (choose another --out)")
+        if existing is None:
+            raise store_module.StoreMismatchError(
+                f"{store}: exists and is not a cryoensemble store; refusing to touch it "
+                "(choose another --out)")
         if existing is not None and existing != json.loads(json.dumps(parameters)) \
                 and not overwrite:
             changed = sorted(k for k in set(existing) | set(parameters)
                              if existing.get(k) != json.loads(json.dumps(parameters.get(k))))
-            raise PlanError(f"{store}: a store made with other parameters "
-                            f"({', '.join(changed)}); pass --overwrite to replace it, or "
-                            "choose another --out")
+            raise store_module.StoreMismatchError(
+                f"{store}: made with other parameters ({', '.join(changed)}); pass "
+                "--overwrite to replace it, or choose another --out")
         target = store
     else:
         target = os.path.dirname(store)
