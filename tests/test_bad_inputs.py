@@ -358,3 +358,26 @@ def test_ctrl_c_exits_130_and_the_store_resumes(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert "(8 done)" in again.stdout
     shutil.rmtree(tmp_path / "s.zarr")
+
+
+def test_a_dying_worker_is_reported_as_it_happens():
+    import io
+
+    from distributed import Client
+
+    from cryoensemble.distributed import make_local_cluster
+    from cryoensemble.distributed.cluster import reporting_worker_losses
+
+    stream = io.StringIO()
+    with make_local_cluster(n_workers=1) as cluster, Client(cluster) as client:
+        client.wait_for_workers(1)
+        (address,) = client.scheduler_info()["workers"]
+        with reporting_worker_losses(client, stream):
+            future = client.submit(os._exit, 1, workers=[address], pure=False)
+            deadline = time.time() + 30
+            while time.time() < deadline and "died" not in stream.getvalue():
+                time.sleep(0.1)
+    line = stream.getvalue()
+    assert line.count("\n") == 1 and f"worker {address} died" in line
+    assert "retried" in line and "kills 4 workers" in line and "_exit" in line
+    del future

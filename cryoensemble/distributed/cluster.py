@@ -110,6 +110,36 @@ def _gpu_workers(gpus, processes_per_gpu, threads_per_process, env, **kwargs):
     return SpecCluster(workers=workers, scheduler=scheduler, **kwargs)
 
 
+@contextlib.contextmanager
+def reporting_worker_losses(client, stream=None):
+    """While inside, print one line to `stream` (stderr) for each worker that leaves the
+    cluster unexpectedly, naming the tasks it was running (they are retried; a task that
+    kills `distributed.scheduler.allowed-failures` workers fails the run)."""
+    import sys
+
+    stream = sys.stderr if stream is None else stream
+    allowed = dask.config.get("distributed.scheduler.allowed-failures")
+
+    def handler(event):
+        _, message = event
+        if not isinstance(message, dict) or message.get("action") != "remove-worker" \
+                or message.get("expected"):
+            return
+        tasks = sorted(map(str, message.get("processing-tasks") or ()))
+        running = f" while running {', '.join(tasks[:4])}" + ("..." if len(tasks) > 4 else "") \
+            if tasks else ""
+        print(f"cryoensemble: worker {message.get('worker')} died{running}; its tasks are "
+              f"retried (a task that kills {allowed + 1} workers fails the run)",
+              file=stream, flush=True)
+
+    client.subscribe_topic("all", handler)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):  # a lost scheduler has nothing to unsubscribe
+            client.unsubscribe_topic("all")
+
+
 def _client_for(address: str | None, scheduler_file: str | None, security):
     """A client of an existing scheduler; an unreachable one is one line, after
     `cryoensemble.scheduler-timeout`."""

@@ -21,7 +21,7 @@ from .. import store as store_module
 from ..coordinates import as_grid_shape
 from ..sources import AbstractEnsembleSource, file_sha256
 from . import _checks, tasks
-from .cluster import connect
+from .cluster import connect, reporting_worker_losses
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,15 +248,16 @@ def run_plan(plan: RenderPlan, client, *, overwrite: bool = False,
         runs = _runs(todo, plan.batch_size, plan.n_batches)
     if not runs:
         return RenderReport(plan, [])
-    futures = client.compute(_graph(plan, runs))
-    if progress:
-        from distributed import progress as show_progress
+    with reporting_worker_losses(client):
+        futures = client.compute(_graph(plan, runs))
+        if progress:
+            from distributed import progress as show_progress
 
-        print(f"dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
-        with contextlib.redirect_stdout(sys.stderr):  # stdout stays for results
-            show_progress(futures)
-        print(file=sys.stderr)
-    return RenderReport(plan, client.gather(futures))
+            print(f"dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
+            with contextlib.redirect_stdout(sys.stderr):  # stdout stays for results
+                show_progress(futures)
+            print(file=sys.stderr)
+        return RenderReport(plan, client.gather(futures))
 
 
 def _worker_memory(client) -> int:
