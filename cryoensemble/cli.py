@@ -459,7 +459,10 @@ def main(argv=None) -> int:
         return int(exit.code or 0)
     if not args.debug:
         _quiet_dask_logs()
-    with warnings.catch_warnings():
+    import dask.config
+
+    level = "info" if args.debug else dask.config.get("cryoensemble.worker-log-level", "critical")
+    with warnings.catch_warnings(), dask.config.set({"cryoensemble.worker-log-level": level}):
         if not args.debug:
             from .errors import OutsideBoxWarning
 

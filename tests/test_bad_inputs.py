@@ -154,6 +154,13 @@ CASES = [
     ("info-a-file", ("info", TWELVE), 3, ["twelve_atoms.pdb", "is a file"]),
     ("volume-out-directory", ("volume", TWELVE, "--out", BAD, "--shape", 16, "--voxel-size", 1),
      3, ["is a directory"]),
+    ("model-out-of-range", ("volume", TWELVE, "--out", "v.mrc", "--shape", 16, "--voxel-size", 1,
+                            "--model", 3), 3, ["model_index 3 is out of range"]),
+    ("morph-one-step", _render(TWELVE, TWELVE, extra=("--morph", 1)), 3, ["n_conformations"]),
+    ("voxel-size-in-nm", _render(DATA / "1uao.pdb", voxel=0.1), 3, ["fall outside", "0.1 A voxels"]),
+    ("images-zero-particles", ("images", TWELVE, "--out", "p.zarr", "--n-images", 0, "--box", 32,
+                               "--pixel-size", 1), 3, ["n_images"]),
+    ("export-not-a-store", ("export", GOOD, "--relion", "relion_out"), 3, [str(GOOD)]),
     # infrastructure (4)
     ("scheduler-file-missing", _twelve("--scheduler-file", "no_scheduler.json"), 4,
      ["no_scheduler.json", "no such file"]),
@@ -171,6 +178,16 @@ def test_bad_input_is_one_line_and_changes_nothing(cli, tmp_path, argv, code, wo
         assert word in err, (word, err)
     assert _snapshot(tmp_path, BAD, GOOD) == before
     assert not _stores(tmp_path)
+
+
+def test_full_disk_names_the_file():
+    import errno
+
+    from cryoensemble.cli import exit_code_and_message
+
+    error = OSError(errno.ENOSPC, "No space left on device", "/data/s.zarr/potential/c/3/0/0/0")
+    code, line = exit_code_and_message(error)
+    assert code == 4 and "/data/s.zarr/potential/c/3/0/0/0" in line and "no space left" in line
 
 
 def test_corpus_size():

@@ -21,6 +21,10 @@ WORKER_ENVIRONMENT = {
 _CPU_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
+def _log_level() -> int:
+    return logging.getLevelName(str(_config.get("worker-log-level")).upper())
+
+
 def make_local_cluster(n_workers: int | None = None, gpus: int | None = None,
                        processes_per_gpu: int | None = None,
                        threads_per_process: int | None = None,
@@ -45,7 +49,7 @@ def make_local_cluster(n_workers: int | None = None, gpus: int | None = None,
     # Nothing listens beyond this machine unless asked: scheduler, workers, dashboard.
     kwargs.setdefault("host", "127.0.0.1")
     kwargs.setdefault("dashboard_address", "127.0.0.1:0")
-    kwargs.setdefault("silence_logs", logging.ERROR)
+    kwargs.setdefault("silence_logs", _log_level())
     # Worker processes receive the dask config of the process that starts them.
     with dask.config.set({"cryoensemble.codec-threads": codec_threads or _config.get("codec-threads")}):
         return LocalCluster(
@@ -98,7 +102,7 @@ def _gpu_workers(gpus, processes_per_gpu, threads_per_process, env, **kwargs):
         f"gpu-{i}-{j}": {
             "cls": Nanny,
             "options": {"nthreads": threads_per_process, "host": "127.0.0.1",
-                        "silence_logs": logging.WARNING,
+                        "silence_logs": _log_level(),
                         "env": dict(env, CUDA_VISIBLE_DEVICES=str(i))},
         }
         for i in range(gpus)
@@ -106,7 +110,7 @@ def _gpu_workers(gpus, processes_per_gpu, threads_per_process, env, **kwargs):
     }
     scheduler = {"cls": Scheduler, "options": {
         "host": "127.0.0.1", "dashboard_address": kwargs.pop("dashboard_address", "127.0.0.1:0")}}
-    kwargs.setdefault("silence_logs", logging.ERROR)
+    kwargs.setdefault("silence_logs", _log_level())
     return SpecCluster(workers=workers, scheduler=scheduler, **kwargs)
 
 
