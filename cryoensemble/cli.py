@@ -447,8 +447,14 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def _quiet_dask_logs() -> None:
-    for name in ("distributed", "dask_cuda", "tornado", "asyncio"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    """Dask's own logs off (its loggers set their levels one by one): what matters is
+    reported as one line."""
+    import distributed  # noqa: F401 - configures its loggers, which are then quietened
+
+    prefixes = ("distributed", "dask_cuda", "tornado", "asyncio")
+    names = [n for n in logging.root.manager.loggerDict if n.startswith(prefixes)]
+    for name in {*prefixes, *names}:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def main(argv=None) -> int:

@@ -398,3 +398,40 @@ def test_a_dying_worker_is_reported_as_it_happens():
     assert line.count("\n") == 1 and f"worker {address} died" in line
     assert "retried" in line and "kills 4 workers" in line and "_exit" in line
     del future
+
+
+def test_scheduler_lost_mid_run_is_one_line_and_exit_4(tmp_path):
+    bin_dir = os.path.dirname(sys.executable)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu",
+               XLA_PYTHON_CLIENT_PREALLOCATE="false")
+    scheduler_file = tmp_path / "scheduler.json"
+    scheduler = subprocess.Popen(
+        [os.path.join(bin_dir, "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+         "--dashboard-address", ":0", "--scheduler-file", str(scheduler_file)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = render = None
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not scheduler_file.exists():
+            time.sleep(0.2)
+        worker = subprocess.Popen(
+            [os.path.join(bin_dir, "dask"), "worker", "--scheduler-file", str(scheduler_file),
+             "--nthreads", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        store = tmp_path / "s.zarr"
+        render = subprocess.Popen(
+            [sys.executable, "-m", "cryoensemble", "render", str(DCD), "--topology", str(PSF),
+             "--out", str(store), "--shape", "64", "--voxel-size", "1.5", "--batch-size", "1",
+             "--scheduler-file", str(scheduler_file), "--quiet"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        while time.time() < deadline + 60 and not (store / "zarr.json").exists():
+            time.sleep(0.2)
+        scheduler.kill()
+        _, err = render.communicate(timeout=120)
+    finally:
+        for process in (render, worker, scheduler):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+    assert render.returncode == 4, err[-2000:]
+    assert "Traceback" not in err and "lost the Dask scheduler" in err
+    assert err.count("\n") == 2 and "run the same command again" in err
