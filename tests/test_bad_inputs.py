@@ -435,3 +435,32 @@ def test_scheduler_lost_mid_run_is_one_line_and_exit_4(tmp_path):
     assert render.returncode == 4, err[-2000:]
     assert "Traceback" not in err and "lost the Dask scheduler" in err
     assert err.count("\n") == 2 and "run the same command again" in err
+
+
+def test_tls_scheduler_through_the_cli(cli, tmp_path):
+    """A TLS scheduler: the CLI connects with --tls-* files, and is refused (exit 4, one
+    line) without them."""
+    from distributed import LocalCluster, Security
+
+    security = Security.temporary()  # PEM texts of a CA and a certificate it signed
+    files = {}
+    for option, text in (("--tls-ca-file", security.tls_ca_file),
+                         ("--tls-cert", security.tls_client_cert),
+                         ("--tls-key", security.tls_client_key)):
+        path = tmp_path / option.strip("-")
+        path.write_text(text)
+        files[option] = path
+    tls = [item for pair in files.items() for item in pair]
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tls://",
+                      security=security, dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        assert address.startswith("tls://")
+        status, out, err = cli("render", TWELVE, "--out", "tls.zarr", "--shape", 16,
+                               "--voxel-size", 1, "--scheduler-address", address, "--quiet",
+                               *tls)
+        assert status == 0, err
+        assert "(1 done)" in out
+        status, _, err = cli("render", TWELVE, "--out", "plain.zarr", "--shape", 16,
+                             "--voxel-size", 1, "--scheduler-address", address)
+    assert status == 4 and address in err and err.count("\n") == 1, err
+    assert not os.path.exists(tmp_path / "plain.zarr")

@@ -156,8 +156,10 @@ def _client_for(address: str | None, scheduler_file: str | None, security):
     try:
         return Client(address, scheduler_file=scheduler_file, security=security,
                       timeout=timeout)
-    except (OSError, TimeoutError, ValueError) as error:
+    except (OSError, TimeoutError, ValueError, TypeError) as error:  # TypeError: TLS settings
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if where.startswith("tls://") and security is None:
+            reason = "a tls:// scheduler needs --tls-ca-file, --tls-cert and --tls-key"
         raise InfrastructureError(
             f"cannot reach the Dask scheduler at {where} within {timeout:g} s ({reason}); "
             "check the address, that the scheduler runs and its TLS settings"
