@@ -387,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .particles._cli import add_parsers as add_particle_parsers
 
     add_particle_parsers(commands)
+    for command in commands.choices.values():  # --debug before or after the command
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show tracebacks and Dask's logs")
     return parser
 
 

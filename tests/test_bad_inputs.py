@@ -464,3 +464,11 @@ def test_tls_scheduler_through_the_cli(cli, tmp_path):
                              "--voxel-size", 1, "--scheduler-address", address)
     assert status == 4 and address in err and err.count("\n") == 1, err
     assert not os.path.exists(tmp_path / "plain.zarr")
+
+
+def test_debug_shows_the_traceback(cli):
+    from cryoensemble.errors import StructureReadError
+
+    for argv in (("--debug", *_render(BAD / "empty.pdb")), (*_render(BAD / "empty.pdb"), "--debug")):
+        with pytest.raises(StructureReadError, match="no atom records"):
+            cli(*argv)
