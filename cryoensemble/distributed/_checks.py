@@ -40,7 +40,7 @@ def box_bounds(shape, voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
 
 def check_positions_in_box(
     positions, weights, shape, voxel_size: float, outside: str = "warn",
-    tolerance: float = 0.01, label: str = "atoms",
+    tolerance: float = 0.01, label: str = "atoms", periodic: bool = False,
 ) -> str | None:
     """Apply the `outside` policy to atoms whose centres fall outside a box.
 
@@ -53,6 +53,8 @@ def check_positions_in_box(
     - `outside`: `"error"` refuses any atom outside, `"warn"` warns and refuses above
       `tolerance` (a fraction of the scattering), `"clip"` accepts them silently.
     - `label`: what the message calls the atoms (`"conformation 3"`, a file name).
+    - `periodic`: the renderer's box is periodic (a Fourier series), so atoms outside
+      wrap around to the opposite face instead of being lost.
 
     Returns the warning issued (an `OutsideBoxWarning`), if any; raises `PlanError`.
     """
@@ -77,21 +79,29 @@ def check_positions_in_box(
             "voxels holds them")
     message = (f"{label}: {int(out.sum())} of {len(positions)} atoms fall outside the "
                f"{'x'.join(map(str, shape))} box of {voxel_size:g} A voxels "
-               f"({100 * lost:.2g}% of the scattering is lost); {hint}")
+               + (f"({100 * lost:.3g}% of the scattering wraps around to the opposite face: "
+                  "the renderer's box is periodic)" if periodic else
+                  f"({100 * lost:.3g}% of the scattering is lost)") + f"; {hint}")
     if outside == "error" or lost > tolerance:
         limit = "" if outside == "error" else f" (more than {100 * tolerance:g}%)"
-        raise PlanError(f"{message}{limit}; or pass --outside clip to render what is inside")
+        accept = "accept the wrap" if periodic else "render what is inside"
+        raise PlanError(f"{message}{limit}; or pass --outside clip to {accept}")
     warnings.warn(message, OutsideBoxWarning, stacklevel=3)
     return message
 
 
 def check_atoms_in_box(source, spec, weights: np.ndarray, outside: str, tolerance: float,
-                       ) -> str | None:
-    """`check_positions_in_box` for the first and last conformations of a source."""
-    for index in sorted({0, len(source) - 1}):
-        positions = source.read(index, index + 1)[0].astype(np.float64) - np.asarray(spec.centre)
-        message = check_positions_in_box(positions, weights, spec.shape, spec.voxel_size,
-                                         outside, tolerance, f"conformation {index}")
+                       periodic: bool = False, samples: int = 16) -> str | None:
+    """`check_positions_in_box` for up to `samples` conformations of a source, evenly
+    spaced, the first and last included."""
+    if outside == "clip":
+        return None
+    n = len(source)
+    for index in np.unique(np.linspace(0, n - 1, min(n, samples)).round().astype(int)):
+        positions = source.read(int(index), int(index) + 1)[0].astype(np.float64)
+        message = check_positions_in_box(
+            positions - np.asarray(spec.centre), weights, spec.shape, spec.voxel_size,
+            outside, tolerance, f"conformation {index}", periodic)
         if message is not None:
             return message
     return None

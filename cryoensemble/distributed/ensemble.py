@@ -216,7 +216,7 @@ def plan_render(
                             renderer)
     atoms = tasks.support_plan(source, spec)  # validates elements; workers derive the same
     _checks.check_atoms_in_box(source, spec, tasks.mixture(source, 0.0)[0].sum(axis=1),
-                               outside, outside_tolerance)
+                               outside, outside_tolerance, tasks.RENDERERS[renderer].periodic)
     n = len(source)
     z_slabs = n_batches if (n_batches > 1 and split == "slabs") else 1
     layout = store_module.StoreLayout(
@@ -322,9 +322,10 @@ def render_ensemble(
       centre of the bulk of the first conformation's atoms from all (motion kept; the
       mean position unless stray atoms lie far away, `cryoensemble.io.bulk_centre`),
       `None` keeps the file's frame, or an (x, y, z) in A.
-    - `outside`: atoms of the first or last conformation outside the box: `"error"`
-      refuses them, `"warn"` warns (refusing more than `outside_tolerance` of the
-      scattering), `"clip"` renders what is inside.
+    - `outside`: atoms outside the box (in up to 16 conformations, evenly spaced, the
+      first and last included): `"error"` refuses them, `"warn"` warns (refusing more
+      than `outside_tolerance` of the scattering), `"clip"` renders what is inside (the
+      periodic `"fft"` renderer wraps them around instead).
     - `truncation`: relative L2 bound of each atom's dropped tails (see
       `GaussianMixtureRenderFn`).
     - `renderer`: a key of `RENDERERS`: `"gaussian"` (exact voxel averages) or `"fft"`
