@@ -472,3 +472,18 @@ def test_debug_shows_the_traceback(cli):
     for argv in (("--debug", *_render(BAD / "empty.pdb")), (*_render(BAD / "empty.pdb"), "--debug")):
         with pytest.raises(StructureReadError, match="no atom records"):
             cli(*argv)
+
+
+def test_fft_renderer_wraps_atoms_outside_and_says_so(cli):
+    from cryoensemble.constants import PengScatteringFactorParameters
+    from cryoensemble.simulator import FFTAtomRenderFn, IndependentAtomVolume
+
+    status, _, err = cli(*_render(BAD / "far_apart.pdb", extra=("--renderer", "fft")))
+    assert status == 3 and "wraps around to the opposite face" in err, err
+    # And so it does: a carbon 2.5 A beyond the +x face (x from -8.5 to 7.5 A) peaks at
+    # x = 10 - 16 = -6 A, voxel 2.
+    volume = IndependentAtomVolume.from_tabulated_parameters(
+        (np.array([[10.0, 0.0, 0.0]]),), PengScatteringFactorParameters(np.array([6])),
+        b_factor_by_element=20.0)
+    potential = np.asarray(FFTAtomRenderFn((16, 16, 16), 1.0, backend="jax")(volume))
+    assert int(np.argmax(potential.sum(axis=(0, 1)))) == 2
