@@ -127,6 +127,7 @@ def _volume(args) -> int:
 
     from .constants import PengScatteringFactorParameters
     from .distributed import check_positions_in_box
+    from .errors import PlanError
     from .io import bulk_centre, read_atomic_model, write_volume_to_mrc
     from .simulator import GaussianMixtureRenderFn, GaussianMixtureVolume
 
@@ -135,6 +136,9 @@ def _volume(args) -> int:
     model = read_atomic_model(args.input, model_index=args.model,
                               selection=selection_text(args.select, args.exclude))
     positions, atomic_numbers = model.positions[0], model.atomic_numbers
+    if args.b_factors and not (np.all(np.isfinite(model.b_factors)) and model.b_factors.min() >= 0):
+        raise PlanError(f"{args.input}: --b-factors: the file's B-factors include NaN or "
+                        "negative values; drop --b-factors or fix the file")
     if not args.keep_frame:
         positions = positions - bulk_centre(positions)[0]
     parameters = PengScatteringFactorParameters(atomic_numbers)
@@ -172,6 +176,8 @@ def make_source(args):
 
     inputs = args.inputs
     selection = selection_text(args.select, args.exclude)
+    if args.topology and args.morph is not None:
+        raise UsageError("--morph takes two structure files, not trajectories (--topology)")
     if args.topology:
         return TrajectorySource(args.topology, inputs, frames=args.frames,
                                 selection=selection or "all")
@@ -196,7 +202,13 @@ def make_source(args):
 def _render(args) -> int:
     from .distributed import render_ensemble
 
+    from .errors import UsageError
+    from .sources import StructureFilesSource
+
     source = make_source(args)
+    if args.weights is not None and not isinstance(source, StructureFilesSource):
+        raise UsageError("--weights weighs structure-file inputs (one conformation per file); "
+                         "not trajectories or morphs")
     kwargs = dict(
         shape=args.shape, voxel_size=args.voxel_size, store=args.out,
         scheduler_address=args.scheduler_address, gpus=args.gpus, n_workers=args.workers,

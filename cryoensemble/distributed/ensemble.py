@@ -214,6 +214,9 @@ def plan_render(
     spec = tasks.RenderSpec(shape, voxel_size, float(truncation), 1,
                             _checks.centre_of(source, center), float(extra_b_factor), store,
                             renderer)
+    if float(extra_b_factor) < 0 and not np.all(tasks.mixture(source, extra_b_factor)[1] > 0):
+        raise ValueError(f"extra_b_factor: {extra_b_factor} A^2 makes some atoms' gaussians "
+                         "negative (Peng's b are as small as ~0.1 A^2); use a value >= 0")
     atoms = tasks.support_plan(source, spec)  # validates elements; workers derive the same
     _checks.check_atoms_in_box(source, spec, tasks.mixture(source, 0.0)[0].sum(axis=1),
                                outside, outside_tolerance, tasks.RENDERERS[renderer].periodic)

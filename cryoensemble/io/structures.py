@@ -166,7 +166,7 @@ def _raw_element_symbols(path: str) -> dict[int, str]:
                     except ValueError:
                         continue
         return raw
-    block = gemmi.cif.read(path).sole_block()
+    block = gemmi.cif.read(path)[0]
     table = block.find("_atom_site.", ["id", "type_symbol"])
     for row in table:
         try:
@@ -295,6 +295,10 @@ def read_atomic_model(
     import gemmi
 
     path = os.fspath(filename)
+    if os.path.isdir(path):
+        raise StructureReadError(
+            f"{path}: is a directory; pass the files in it (a glob such as '{path}/*.pdb')"
+        )
     if not os.path.isfile(path):
         raise StructureReadError(f"{path}: no such file")
     try:
