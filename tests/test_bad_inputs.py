@@ -370,8 +370,10 @@ def test_ctrl_c_exits_130_and_the_store_resumes(tmp_path):
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=env, cwd=tmp_path)
     deadline = time.time() + 120
-    while time.time() < deadline and not (tmp_path / "s.zarr" / "zarr.json").exists():
-        time.sleep(0.2)
+    chunks = tmp_path / "s.zarr" / "potential" / "c"
+    # Interrupted while rendering (the store created, the first volumes being written).
+    while time.time() < deadline and not (chunks.exists() and any(chunks.rglob("*"))):
+        time.sleep(0.1)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, err[-2000:]
