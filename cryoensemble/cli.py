@@ -1,9 +1,21 @@
-"""The `cryoensemble` command line."""
+"""The `cryoensemble` command line.
+
+Exit codes: 0 success; 2 usage (options that do not parse or go together); 3 input (a
+file, selection, store path or plan that cannot render); 4 infrastructure (scheduler,
+workers, GPUs, disk); 130 interrupted (Ctrl-C; a store keeps what was written and the
+same command resumes it); 1 an unexpected error (rerun with --debug for the traceback).
+"""
 
 import argparse
+import errno
+import logging
+import math
 import os
 import sys
 import time
+import warnings
+
+EXIT_USAGE, EXIT_INPUT, EXIT_INFRASTRUCTURE, EXIT_INTERRUPTED = 2, 3, 4, 130
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -21,8 +33,8 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number; got {text!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0; got {text!r}")
     return value
 
 
@@ -52,26 +64,114 @@ def storage_options(args) -> dict:
     return options
 
 
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number; got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1]; got {text!r}")
+    return value
+
+
+def selection_text(select: str | None, exclude: str | None) -> str | None:
+    """One MDAnalysis selection from `--select` and `--exclude` (element symbols such as
+    `X,QQ`, or a selection)."""
+    select = None if select is None or select.strip() in ("", "all") else select.strip()
+    if exclude:
+        tokens = exclude.replace(",", " ").split()
+        dropped = (f"element {' '.join(tokens)}"
+                   if all(t.isalpha() and len(t) <= 2 for t in tokens) else exclude)
+        return f"({select or 'all'}) and not ({dropped})"
+    return select
+
+
+# Options whose value may start with "-" (argparse would take `--frames -10:` for an option).
+_DASH_VALUES = ("--frames",)
+
+
+def _join_dash_values(argv: list[str]) -> list[str]:
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in _DASH_VALUES and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
+def _check_output_file(path: str, overwrite: bool) -> None:
+    """An output file that cannot be written, refused before any work."""
+    from .errors import PlanError, UsageError
+
+    if os.path.isdir(path):
+        raise PlanError(f"--out {path}: is a directory; give a file name such as "
+                        f"{os.path.join(path, 'volume.mrc')}")
+    if os.path.exists(path) and not overwrite:
+        raise UsageError(f"--out {path}: exists; pass --overwrite to replace it")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise PlanError(f"--out {path}: {parent} is not a writable directory")
+
+
 def _volume(args) -> int:
     import numpy as np
 
     from .constants import PengScatteringFactorParameters
-    from .io import atomic_model_to_mmdf, mmdf_to_atoms, read_atomic_model, write_volume_to_mrc
+    from .distributed import check_positions_in_box
+    from .errors import PlanError
+    from .io import bulk_centre, read_atomic_model, write_volume_to_mrc
     from .simulator import GaussianMixtureRenderFn, GaussianMixtureVolume
 
-    if os.path.exists(args.out) and not args.overwrite:
-        print(f"cryoensemble: {args.out} exists; pass --overwrite to replace it", file=sys.stderr)
-        return 2
+    _check_output_file(args.out, args.overwrite)
     start = time.perf_counter()
-    # --model is a 0-based index; read_atoms_from_pdb's model_index is a model number.
-    positions, atomic_numbers, b_factors = mmdf_to_atoms(
-        atomic_model_to_mmdf(read_atomic_model(args.input, model_index=args.model)),
-        loads_b_factors=True,
-    )
+    model = read_atomic_model(args.input, model_index=args.model,
+                              selection=selection_text(args.select, args.exclude))
+    positions, atomic_numbers = model.positions[0], model.atomic_numbers
+    if args.b_factors and not (np.all(np.isfinite(model.b_factors)) and model.b_factors.min() >= 0):
+        raise PlanError(f"{args.input}: --b-factors: the file's B-factors include NaN or "
+                        "negative values; drop --b-factors or fix the file")
+    if not args.keep_frame:
+        positions = positions - bulk_centre(positions)[0]
+    parameters = PengScatteringFactorParameters(atomic_numbers)
+    check_positions_in_box(positions, np.asarray(parameters.a).sum(axis=1), args.shape,
+                           args.voxel_size, args.outside, args.outside_tolerance, args.input)
     volume = GaussianMixtureVolume.from_tabulated_parameters(
-        positions,
-        PengScatteringFactorParameters(atomic_numbers),
-        b_factors if args.b_factors else None,
+        positions, parameters, model.b_factors[0] if args.b_factors else None,
     )
     render = GaussianMixtureRenderFn(args.shape, args.voxel_size)
     potential = np.asarray(render(volume))
@@ -87,45 +187,70 @@ def _volume(args) -> int:
     return 0
 
 
+# Files MDAnalysis reads that gemmi does not: they need --topology.
+_MD_ONLY = (".gro", ".pqr", ".psf", ".prmtop", ".parm7", ".tpr", ".top", ".data", ".lammpsdata",
+            ".mol2", ".xyz", ".crd", ".dcd", ".xtc", ".trr", ".nc", ".netcdf", ".lammpstrj")
+
+
 def make_source(args):
     """The ensemble source the `render` inputs describe."""
     import glob
 
+    from .errors import UsageError
     from .io.structures import read_atomic_model
     from .sources import MorphSource, MultiModelSource, StructureFilesSource, TrajectorySource
 
     inputs = args.inputs
+    selection = selection_text(args.select, args.exclude)
+    if args.topology and args.morph is not None:
+        raise UsageError("--morph takes two structure files, not trajectories (--topology)")
     if args.topology:
-        return TrajectorySource(args.topology, inputs, frames=args.frames, selection=args.select)
+        return TrajectorySource(args.topology, inputs, frames=args.frames,
+                                selection=selection or "all")
     if args.frames:
-        raise ValueError("--frames needs --topology (it selects trajectory frames)")
-    if args.morph:
+        raise UsageError("--frames needs --topology (it selects trajectory frames)")
+    for path in inputs:
+        if path.lower().endswith(_MD_ONLY):
+            raise UsageError(
+                f"{path}: read through MDAnalysis, not as a PDB/mmCIF model; pass a topology "
+                f"with --topology (a coordinate file alone: --topology {path} {path})"
+            )
+    if args.morph is not None:
         if len(inputs) != 2:
-            raise ValueError(f"--morph needs exactly two inputs (start, end); got {len(inputs)}")
-        return MorphSource(inputs[0], inputs[1], args.morph)
+            raise UsageError(f"--morph needs exactly two inputs (start, end); got {len(inputs)}")
+        return MorphSource(inputs[0], inputs[1], args.morph, selection=selection)
     if len(inputs) == 1 and not glob.has_magic(inputs[0]) and args.weights is None:
-        if read_atomic_model(inputs[0]).n_models > 1:
-            return MultiModelSource(inputs[0])
-    return StructureFilesSource(inputs, weights=args.weights)
+        if read_atomic_model(inputs[0], selection=selection).n_models > 1:
+            return MultiModelSource(inputs[0], selection=selection)
+    return StructureFilesSource(inputs, weights=args.weights, selection=selection)
 
 
 def _render(args) -> int:
     from .distributed import render_ensemble
 
+    from .errors import UsageError
+    from .sources import StructureFilesSource
+
     source = make_source(args)
+    if args.weights is not None and not isinstance(source, StructureFilesSource):
+        raise UsageError("--weights weighs structure-file inputs (one conformation per file); "
+                         "not trajectories or morphs")
     kwargs = dict(
         shape=args.shape, voxel_size=args.voxel_size, store=args.out,
         storage_options=storage_options(args),
         scheduler_address=args.scheduler_address, gpus=args.gpus, n_workers=args.workers,
         batch_size=args.batch_size, n_batches=args.n_batches, split=args.split,
         dtype=args.dtype, extra_b_factor=args.b_factor, overwrite=args.overwrite,
-        renderer=args.renderer,
+        renderer=args.renderer, center=None if args.keep_frame else True,
+        outside=args.outside, outside_tolerance=args.outside_tolerance,
+        **_cluster_options(args),
     )
     if args.dry_run:
         print(render_ensemble(source, dry_run=True, **kwargs).summary())
         return 0
     start = time.perf_counter()
-    dataset = render_ensemble(source, progress=not args.quiet, **kwargs)
+    with _store_note(args.out):
+        dataset = render_ensemble(source, progress=not args.quiet, **kwargs)
     elapsed = time.perf_counter() - start
     n = dataset.sizes["conformation"]
     print(
@@ -135,15 +260,56 @@ def _render(args) -> int:
     return 0
 
 
+def _cluster_options(args) -> dict:
+    """`scheduler_file` and `security` (TLS) from the cluster options."""
+    security = None
+    if args.tls_ca_file or args.tls_cert or args.tls_key:
+        from distributed import Security
+
+        from .errors import UsageError
+
+        files = {"--tls-ca-file": args.tls_ca_file, "--tls-cert": args.tls_cert,
+                 "--tls-key": args.tls_key}
+        for option, path in files.items():
+            if not path:
+                raise UsageError(f"{option}: TLS needs --tls-ca-file, --tls-cert and --tls-key")
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{option} {path}: no such file")
+        security = Security(tls_ca_file=args.tls_ca_file, tls_client_cert=args.tls_cert,
+                            tls_client_key=args.tls_key, require_encryption=True)
+    return {"scheduler_file": args.scheduler_file, "security": security}
+
+
+class _store_note:
+    """Tells, after an interruption or a lost cluster, that the store resumes."""
+
+    def __init__(self, store: str):
+        self.store = store
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if kind is not None and os.path.isdir(self.store) and not issubclass(
+            kind, (ValueError, FileNotFoundError)
+        ):
+            print(f"cryoensemble: {self.store} keeps the conformations already written; run "
+                  "the same command again to render the rest", file=sys.stderr)
+        return False
+
+
 def _info(args) -> int:
     import json
 
+    from .errors import PlanError
     from .store import as_location, open_store, read_parameters
 
     location = as_location(args.store, storage_options(args))
     location.check()
+    if "://" not in location.url and os.path.isfile(location.url):
+        raise PlanError(f"{args.store}: is a file, not a store directory")
     if read_parameters(location) is None:
-        raise ValueError(f"{args.store}: not a cryoensemble store")
+        raise PlanError(f"{args.store}: not a cryoensemble store")
     dataset = open_store(location)
     potential = dataset["potential"]
     done = int(dataset["rendered"].sum())
@@ -296,12 +462,50 @@ def _verify(args) -> int:
     return 0 if report.ok else 1
 
 
+def add_atom_options(parser, *, frames: bool = True) -> None:
+    """Atom choice and frame options shared by `volume`, `render` and `images`."""
+    parser.add_argument("--select", default="all",
+                        help="MDAnalysis selection of the atoms to render, for every input "
+                        "kind (e.g. 'protein and not name H*')")
+    parser.add_argument("--exclude", metavar="ELEMENTS|SELECTION",
+                        help="drop atoms: element symbols (X,QQ) or an MDAnalysis selection")
+    parser.add_argument("--keep-frame", action="store_true",
+                        help="keep the file's coordinate frame (maps overlay the model in "
+                        "ChimeraX); default: centre the bulk of the atoms in the box")
+    parser.add_argument("--outside", choices=["error", "warn", "clip"], default="warn",
+                        help="atoms outside the box: refuse, warn (default; refuse above "
+                        "--outside-tolerance of the scattering), or render what is inside")
+    parser.add_argument("--outside-tolerance", type=fraction, default=0.01,
+                        help="fraction of the scattering --outside warn accepts (0.01)")
+
+
+def add_cluster_options(parser) -> None:
+    """How to reach an existing Dask scheduler, and its TLS settings."""
+    parser.add_argument("--scheduler-address", help="an existing Dask scheduler")
+    parser.add_argument("--scheduler-file", help="an existing scheduler's --scheduler-file")
+    parser.add_argument("--tls-ca-file", help="TLS: the CA certificate (PEM)")
+    parser.add_argument("--tls-cert", help="TLS: this client's certificate (PEM)")
+    parser.add_argument("--tls-key", help="TLS: this client's private key (PEM)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (exit 2), naming the command's --help."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"cryoensemble: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .distributed import RENDERERS
 
-    parser = argparse.ArgumentParser(prog="cryoensemble", description=__doc__)
+    parser = _Parser(
+        prog="cryoensemble", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks and Dask's logs")
     commands = parser.add_subparsers(dest="command", required=True)
 
     volume = commands.add_parser("volume", help="render one structure to an MRC file")
@@ -309,9 +513,10 @@ def build_parser() -> argparse.ArgumentParser:
     volume.add_argument("--out", required=True, help="output .mrc")
     volume.add_argument("--shape", type=parse_shape, required=True, help="N or NZ,NY,NX")
     volume.add_argument("--voxel-size", type=positive_float, required=True, help="A")
-    volume.add_argument("--model", type=int, default=0, help="model index (0-based)")
+    volume.add_argument("--model", type=non_negative_int, default=0, help="model index (0-based)")
     volume.add_argument("--b-factors", action="store_true", help="apply the file's B-factors")
     volume.add_argument("--overwrite", action="store_true")
+    add_atom_options(volume)
     volume.set_defaults(run=_volume)
 
     render = commands.add_parser(
@@ -325,24 +530,30 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--shape", type=parse_shape, required=True, help="N or NZ,NY,NX")
     render.add_argument("--voxel-size", type=positive_float, required=True, help="A")
     render.add_argument("--topology", help="topology for trajectory inputs (PSF, PDB, GRO, ...)")
-    render.add_argument("--frames", help="START:STOP:STEP of trajectory frames")
-    render.add_argument("--select", default="all", help="MDAnalysis atom selection")
-    render.add_argument("--morph", type=int, metavar="N", help="morph two inputs in N steps")
+    render.add_argument("--frames", help="START:STOP:STEP of trajectory frames (-10: the last 10)")
+    render.add_argument("--morph", type=positive_int, metavar="N",
+                        help="morph two inputs in N steps")
     render.add_argument("--weights", help="CSV of file,weight for structure-file inputs")
     render.add_argument("--renderer", choices=list(RENDERERS), default="gaussian",
                         help="; ".join(f"{r.name}: {r.description}" for r in RENDERERS.values()))
-    render.add_argument("--b-factor", type=float, default=0.0, help="extra B for every atom, A^2")
-    render.add_argument("--batch-size", type=int, help="conformations per task (default: auto)")
-    render.add_argument("--n-batches", type=int, default=1, help="split each volume's atoms")
+    render.add_argument("--b-factor", type=finite_float, default=0.0,
+                        help="extra B for every atom, A^2")
+    render.add_argument("--batch-size", type=positive_int,
+                        help="conformations per task (default: auto)")
+    render.add_argument("--n-batches", type=positive_int, default=1,
+                        help="split each volume's atoms")
     render.add_argument("--split", choices=["slabs", "atoms"], default="slabs")
     render.add_argument("--dtype", choices=["float32", "float16"], default="float32")
-    render.add_argument("--scheduler-address", help="an existing Dask scheduler")
-    render.add_argument("--gpus", type=int,
+    add_cluster_options(render)
+    render.add_argument("--gpus", type=positive_int,
                         help="GPU workers: one process per core, cores divided among the GPUs")
-    render.add_argument("--workers", type=int, help="CPU worker processes (default: cores)")
+    render.add_argument("--workers", type=positive_int,
+                        help="CPU worker processes (default: cores)")
     render.add_argument("--overwrite", action="store_true", help="replace a store made otherwise")
-    render.add_argument("--dry-run", action="store_true", help="print the plan only")
+    render.add_argument("--dry-run", action="store_true",
+                        help="check and print the plan; exit non-zero if the run would fail")
     render.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_atom_options(render)
     render.set_defaults(run=_render)
 
     info = commands.add_parser("info", help="describe a store")
@@ -367,15 +578,102 @@ def build_parser() -> argparse.ArgumentParser:
     from .particles._cli import add_parsers as add_particle_parsers
 
     add_particle_parsers(commands)
+    for command in commands.choices.values():  # --debug before or after the command
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show tracebacks and Dask's logs")
     return parser
 
 
-def main(argv=None) -> int:
-    from .errors import CryoEnsembleError
+def exit_code_and_message(error: BaseException) -> tuple[int, str]:
+    """The exit code of an error and its one line for stderr."""
+    from .errors import CryoEnsembleError, InfrastructureError, UsageError
 
-    args = build_parser().parse_args(argv)
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "interrupted"
+    if isinstance(error, UsageError):
+        return EXIT_USAGE, text
+    if isinstance(error, InfrastructureError):
+        return EXIT_INFRASTRUCTURE, text
+    if isinstance(error, ImportError):
+        return EXIT_INFRASTRUCTURE, text
+    if isinstance(error, (CryoEnsembleError, ValueError, FileNotFoundError, FileExistsError,
+                          IsADirectoryError, NotADirectoryError, IndexError)):
+        return EXIT_INPUT, text
+    lost = _cluster_failure(error)
+    if lost is not None:
+        return EXIT_INFRASTRUCTURE, lost
+    if isinstance(error, OSError):
+        where = error.filename or "output"
+        reason = error.strerror or text
+        if error.errno == errno.ENOSPC:
+            return EXIT_INFRASTRUCTURE, f"{where}: no space left on the device; free space " \
+                "or choose another --out (a store resumes where it stopped)"
+        if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return EXIT_INFRASTRUCTURE, f"{where}: {reason}; choose a writable --out"
+        return EXIT_INFRASTRUCTURE, f"{where}: {reason}"
+    return 1, f"unexpected {type(error).__name__}: {text} (rerun with --debug for the traceback)"
+
+
+def _cluster_failure(error: BaseException) -> str | None:
+    """A line for a Dask failure (lost scheduler, killed workers), or None."""
+    import asyncio
+    import concurrent.futures
+
     try:
-        return args.run(args)
-    except (CryoEnsembleError, ValueError, FileNotFoundError, FileExistsError, ImportError) as error:
-        print(f"cryoensemble: {error}", file=sys.stderr)
-        return 2
+        from distributed import KilledWorker
+        from distributed.client import FutureCancelledError
+        from distributed.comm.core import CommClosedError
+    except ImportError:  # distributed is a runtime dependency; be safe anyway
+        return None
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if isinstance(error, KilledWorker):
+        return (f"a task killed {error.args[1] if len(error.args) > 1 else 'several'} workers "
+                f"in a row ({text}); out of memory? try a smaller --batch-size or --n-batches")
+    if isinstance(error, (CommClosedError, FutureCancelledError, asyncio.CancelledError,
+                          concurrent.futures.CancelledError, TimeoutError)):
+        return f"lost the Dask scheduler or its workers ({type(error).__name__}: {text})"
+    return None
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"cryoensemble: warning: {str(message).splitlines()[0]}", file=sys.stderr)
+
+
+def _quiet_dask_logs() -> None:
+    """Dask's own logs off (its loggers set their levels one by one): what matters is
+    reported as one line."""
+    import distributed  # noqa: F401 - configures its loggers, which are then quietened
+
+    prefixes = ("distributed", "dask_cuda", "tornado", "asyncio")
+    names = [n for n in logging.root.manager.loggerDict if n.startswith(prefixes)]
+    for name in {*prefixes, *names}:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def main(argv=None) -> int:
+    argv = _join_dash_values(list(sys.argv[1:] if argv is None else argv))
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit:  # argparse: usage errors are 2, --help/--version 0
+        return int(exit.code or 0)
+    if not args.debug:
+        _quiet_dask_logs()
+    import dask.config
+
+    level = "info" if args.debug else dask.config.get("cryoensemble.worker-log-level", "critical")
+    with warnings.catch_warnings(), dask.config.set({"cryoensemble.worker-log-level": level}):
+        if not args.debug:
+            from .errors import OutsideBoxWarning
+
+            warnings.simplefilter("ignore")  # libraries' warnings are for --debug
+            warnings.simplefilter("always", OutsideBoxWarning)
+            warnings.showwarning = _show_warning
+        try:
+            return args.run(args)
+        except (Exception, KeyboardInterrupt) as error:  # noqa: BLE001 - one line, one code
+            if args.debug:
+                raise
+            code, line = exit_code_and_message(error)
+            print(f"cryoensemble: {line}", file=sys.stderr)
+            return code

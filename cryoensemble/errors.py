@@ -39,3 +39,20 @@ class StoreLeaseError(CryoEnsembleError, RuntimeError):
 
 class StoreCorruptionError(CryoEnsembleError, ValueError):
     """Stored data that fails its checksum or is missing, named by conformation."""
+
+
+class UsageError(CryoEnsembleError, ValueError):
+    """Command-line options that do not go together (exit code 2)."""
+
+
+class PlanError(CryoEnsembleError, ValueError):
+    """A render that cannot work as asked: atoms outside the box, more memory per task
+    than a worker has, ..."""
+
+
+class InfrastructureError(CryoEnsembleError, RuntimeError):
+    """A resource that is missing or failed: a scheduler, a GPU, a disk, a worker."""
+
+
+class OutsideBoxWarning(UserWarning):
+    """Atoms that fall outside the box and are not rendered."""

@@ -69,6 +69,14 @@ class AbstractEnsembleSource(ABC):
     def n_atoms(self) -> int:
         return int(len(self.atomic_numbers))
 
+    def check(self) -> None:
+        """Raise a one-line error for what would fail inside a task, reading what is cheap
+        on the client: by default the first and last conformations (finite coordinates,
+        a trajectory as long as its frames)."""
+        self.read(0, 1)
+        if len(self) > 1:
+            self.read(len(self) - 1, len(self))
+
     # Models parsed from structure files, kept per source object (a few), never pickled:
     # each worker parses what its tasks read.
     _MODELS_KEPT = 8
@@ -98,12 +106,16 @@ def _checked_positions(positions: np.ndarray, where: str) -> np.ndarray:
     return np.ascontiguousarray(positions, dtype=np.float32)
 
 
-def _selection(loads_hydrogens, loads_waters, loads_hetero) -> tuple:
-    return (
+def _selection(loads_hydrogens, loads_waters, loads_hetero, selection=None) -> tuple:
+    options = (
         ("loads_hydrogens", loads_hydrogens),
         ("loads_waters", loads_waters),
         ("loads_hetero", loads_hetero),
     )
+    # Recorded only when given, so stores made before `selection` existed still resume.
+    if selection is not None and selection.strip() not in ("", "all"):
+        options += (("selection", selection),)
+    return options
 
 
 class MultiModelSource(AbstractEnsembleSource):
@@ -112,13 +124,14 @@ class MultiModelSource(AbstractEnsembleSource):
     **Arguments:**
 
     - `path`: the structure file.
-    - `loads_hydrogens`, `loads_waters`, `loads_hetero`: atom selection, as in
-      `cryoensemble.io.read_atomic_model`.
+    - `loads_hydrogens`, `loads_waters`, `loads_hetero`, `selection` (an MDAnalysis
+      selection string): atom selection, as in `cryoensemble.io.read_atomic_model`.
     """
 
-    def __init__(self, path, *, loads_hydrogens=True, loads_waters=True, loads_hetero=True):
+    def __init__(self, path, *, loads_hydrogens=True, loads_waters=True, loads_hetero=True,
+                 selection=None):
         self.path = os.path.abspath(os.fspath(path))
-        self.selection = _selection(loads_hydrogens, loads_waters, loads_hetero)
+        self.selection = _selection(loads_hydrogens, loads_waters, loads_hetero, selection)
         model = self._read_model(self.path, None)
         self.atomic_numbers = model.atomic_numbers
         self.model_numbers = model.model_numbers
@@ -171,12 +184,13 @@ class StructureFilesSource(AbstractEnsembleSource):
     - `weights`: optional per-file weights: a sequence aligned with the files, or a CSV
       path of `file,weight` rows (file by name or path).
     - `model_index`: which model of each file (default the first).
-    - atom selection as in `cryoensemble.io.read_atomic_model`.
+    - atom selection as in `cryoensemble.io.read_atomic_model` (`selection`: an
+      MDAnalysis selection string).
     """
 
     def __init__(
         self, paths, *, weights=None, model_index=0, loads_hydrogens=True, loads_waters=True,
-        loads_hetero=True,
+        loads_hetero=True, selection=None,
     ):
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
@@ -190,13 +204,32 @@ class StructureFilesSource(AbstractEnsembleSource):
             raise EnsembleSourceError("StructureFilesSource: no input files")
         self.paths = files
         self.model_index = model_index
-        self.selection = _selection(loads_hydrogens, loads_waters, loads_hetero)
+        self.selection = _selection(loads_hydrogens, loads_waters, loads_hetero, selection)
         self.atomic_numbers = self._model(0).atomic_numbers
         self.weights = self._weights(weights)
+
+    def check(self):
+        """Every file holds the same atoms as the first (parsed here, before any task)."""
+        for i in range(len(self.paths)):
+            self._model(i)
+        super().check()
 
     def _weights(self, weights):
         if weights is None:
             return None
+        values = self._weight_values(weights)
+        where = weights if isinstance(weights, (str, os.PathLike)) else "weights"
+        bad = np.flatnonzero(~np.isfinite(values) | (values < 0))
+        if bad.size:
+            raise EnsembleSourceError(
+                f"{where}: weight {values[bad[0]]} of {os.path.basename(self.paths[bad[0]])} "
+                "is not a finite number >= 0"
+            )
+        if not values.sum() > 0:
+            raise EnsembleSourceError(f"{where}: every weight is 0")
+        return values
+
+    def _weight_values(self, weights):
         if isinstance(weights, (str, os.PathLike)):
             table = read_weights_csv(os.fspath(weights))
             values = []
@@ -269,6 +302,10 @@ def parse_frames(text: str | None) -> slice:
     return slice(*values)
 
 
+def _frames_text(frames: slice) -> str:
+    return ":".join("" if v is None else str(v) for v in (frames.start, frames.stop, frames.step))
+
+
 class TrajectorySource(AbstractEnsembleSource):
     """Frames of an MD trajectory, read through MDAnalysis (extra `md`).
 
@@ -293,10 +330,20 @@ class TrajectorySource(AbstractEnsembleSource):
         frames = parse_frames(frames) if isinstance(frames, (str, type(None))) else frames
         self.reader = TrajectoryReader(self.topology, self.trajectories, selection)
         universe = self.reader.universe()
-        self.frame_indices = np.arange(universe.trajectory.n_frames)[frames]
+        n_frames = universe.trajectory.n_frames
+        for bound in (frames.start, frames.stop):
+            if bound is not None and not -n_frames <= bound <= n_frames:
+                raise EnsembleSourceError(
+                    f"{self.trajectories[0]}: frames {_frames_text(frames)} reach past the "
+                    f"trajectory's {n_frames} frames"
+                )
+        self.frame_indices = np.arange(n_frames)[frames]
         if len(self.frame_indices) == 0:
-            raise EnsembleSourceError(f"{self.trajectories[0]}: no frames selected by {frames}")
-        numbers = trajectory_elements(self.reader.atoms())
+            raise EnsembleSourceError(
+                f"{self.trajectories[0]}: no frames selected by {_frames_text(frames)} "
+                f"(the trajectory has {n_frames})"
+            )
+        numbers = trajectory_elements(self.reader.atoms(), self.topology)
         self.atom_mask = numbers > 0
         self.atomic_numbers = numbers[self.atom_mask]
         if self.atomic_numbers.size == 0:
@@ -340,11 +387,11 @@ class MorphSource(AbstractEnsembleSource):
     """
 
     def __init__(self, start, end, n_conformations: int, *, loads_hydrogens=True,
-                 loads_waters=True, loads_hetero=True):
+                 loads_waters=True, loads_hetero=True, selection=None):
         if n_conformations < 2:
             raise EnsembleSourceError(f"MorphSource: n_conformations must be >= 2; got {n_conformations}")
         self.paths = (os.path.abspath(os.fspath(start)), os.path.abspath(os.fspath(end)))
-        self.selection = _selection(loads_hydrogens, loads_waters, loads_hetero)
+        self.selection = _selection(loads_hydrogens, loads_waters, loads_hetero, selection)
         a, b = (self._read_model(p, 0) for p in self.paths)
         if not np.array_equal(a.atomic_numbers, b.atomic_numbers):
             raise EnsembleSourceError(

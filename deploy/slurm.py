@@ -9,6 +9,10 @@ Worker settings come from `jobqueue.yaml` beside this file (as defaults: your ow
 jobs, waits until the workers have connected (the batch size is planned from the
 workers present) and renders into the store; rerunning resumes it.
 `--print-job-script` prints the batch script and exits without submitting.
+
+The scheduler and workers talk TLS with certificates generated for this run
+(distributed's `Security.temporary()`, written to the jobs' shared temporary folder), so
+nothing else on the cluster's network can submit work to them; `--no-tls` turns it off.
 """
 
 import argparse
@@ -51,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds to wait for the workers (default 3600)")
     parser.add_argument("--print-job-script", action="store_true",
                         help="print the batch script and exit")
+    parser.add_argument("--no-tls", action="store_true",
+                        help="plain TCP between scheduler and workers (default: TLS with "
+                        "certificates generated for this run)")
     return parser
 
 
@@ -76,7 +83,11 @@ def cluster_options(args) -> dict:
 def make_cluster(args, **kwargs):
     """The `SLURMCluster` (nothing submitted until it is scaled)."""
     from dask_jobqueue import SLURMCluster
+    from distributed import Security
 
+    if not args.no_tls:
+        kwargs.setdefault("security", Security.temporary())
+        kwargs.setdefault("protocol", "tls://")
     return SLURMCluster(**cluster_options(args), **kwargs)
 
 

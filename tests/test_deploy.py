@@ -147,7 +147,17 @@ def test_daskcluster_workers_have_a_gpu_and_run_dask():
     # `dask worker` / `dask scheduler` are the console script that distributed installs.
     scripts = {e.name for e in importlib.metadata.entry_points(group="console_scripts")}
     assert worker["command"] == scheduler["command"] == ["dask"] and "dask" in scripts
-    assert scheduler["args"] == ["scheduler"]
+    assert scheduler["args"][0] == "scheduler"
+    # TLS only: scheduler and workers hold the certificates of one Secret.
+    for container in (worker, scheduler):
+        args = container["args"]
+        assert args[args.index("--protocol") + 1] == "tls"
+        assert {args[args.index(f"--tls-{n}") + 1] for n in ("ca-file", "cert", "key")} == {
+            "/tls/ca.crt", "/tls/tls.crt", "/tls/tls.key"}
+        assert {"name": "tls", "mountPath": "/tls", "readOnly": True} in container["volumeMounts"]
+    assert "tls://cryoensemble-scheduler:8786" in worker["args"]
+    for pod in (manifest["spec"]["worker"]["spec"], manifest["spec"]["scheduler"]["spec"]):
+        assert {"name": "tls", "secret": {"secretName": "cryoensemble-tls"}} in pod["volumes"]
 
 
 # --- Container recipes -----------------------------------------------------------------

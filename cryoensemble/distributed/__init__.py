@@ -1,6 +1,7 @@
 """Dask layer: clusters, worker tasks and the ensemble render."""
 
 from . import config as config  # registers the `cryoensemble.` dask config defaults
+from ._checks import check_positions_in_box as check_positions_in_box
 from .cluster import connect as connect, make_local_cluster as make_local_cluster
 from .ensemble import (
     RenderPlan as RenderPlan,
@@ -17,6 +18,7 @@ __all__ = [
     "RenderPlan",
     "RenderReport",
     "WorkerState",
+    "check_positions_in_box",
     "connect",
     "make_local_cluster",
     "plan_render",

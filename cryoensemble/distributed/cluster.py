@@ -4,6 +4,11 @@ import contextlib
 import logging
 import os
 
+import dask.config
+import dask.utils
+
+from . import config as _config
+
 
 # Each worker is one process with one JAX thread: Dask provides the parallelism, and JAX
 # must not grab all GPU memory up front (several workers may share a host).
@@ -14,6 +19,10 @@ WORKER_ENVIRONMENT = {
     "MKL_NUM_THREADS": "1",
 }
 _CPU_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+def _log_level() -> int:
+    return logging.getLevelName(str(_config.get("worker-log-level")).upper())
 
 
 def make_local_cluster(n_workers: int | None = None, gpus: int | None = None,
@@ -34,7 +43,10 @@ def make_local_cluster(n_workers: int | None = None, gpus: int | None = None,
 
     env = dict(WORKER_ENVIRONMENT, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"),
                XLA_FLAGS=_CPU_XLA_FLAGS)
-    kwargs.setdefault("dashboard_address", ":0")
+    # Nothing listens beyond this machine unless asked: scheduler, workers, dashboard.
+    kwargs.setdefault("host", "127.0.0.1")
+    kwargs.setdefault("dashboard_address", "127.0.0.1:0")
+    kwargs.setdefault("silence_logs", _log_level())
     return LocalCluster(
         n_workers=n_workers or os.cpu_count(), threads_per_worker=1, processes=True,
         env=env, **kwargs,
@@ -69,6 +81,8 @@ def _gpu_workers(gpus, processes_per_gpu, threads_per_process, env, **kwargs):
             LocalCUDACluster = None
         if LocalCUDACluster is not None:
             visible = ",".join(str(i) for i in range(gpus))
+            kwargs.setdefault("host", "127.0.0.1")
+            kwargs.setdefault("dashboard_address", "127.0.0.1:0")
             return LocalCUDACluster(CUDA_VISIBLE_DEVICES=visible, n_workers=gpus,
                                     threads_per_worker=threads_per_process, env=env, **kwargs)
     from distributed import Nanny, Scheduler, SpecCluster
@@ -77,30 +91,84 @@ def _gpu_workers(gpus, processes_per_gpu, threads_per_process, env, **kwargs):
         f"gpu-{i}-{j}": {
             "cls": Nanny,
             "options": {"nthreads": threads_per_process, "host": "127.0.0.1",
-                        "silence_logs": logging.WARNING,
+                        "silence_logs": _log_level(),
                         "env": dict(env, CUDA_VISIBLE_DEVICES=str(i))},
         }
         for i in range(gpus)
         for j in range(processes_per_gpu)
     }
     scheduler = {"cls": Scheduler, "options": {
-        "host": "127.0.0.1", "dashboard_address": kwargs.pop("dashboard_address", ":0")}}
-    kwargs.setdefault("silence_logs", logging.WARNING)
+        "host": "127.0.0.1", "dashboard_address": kwargs.pop("dashboard_address", "127.0.0.1:0")}}
+    kwargs.setdefault("silence_logs", _log_level())
     return SpecCluster(workers=workers, scheduler=scheduler, **kwargs)
 
 
 @contextlib.contextmanager
+def reporting_worker_losses(client, stream=None):
+    """While inside, print one line to `stream` (stderr) for each worker that leaves the
+    cluster unexpectedly, naming the tasks it was running (they are retried; a task that
+    kills `distributed.scheduler.allowed-failures` workers fails the run)."""
+    import sys
+
+    stream = sys.stderr if stream is None else stream
+    allowed = dask.config.get("distributed.scheduler.allowed-failures")
+
+    def handler(event):
+        _, message = event
+        if not isinstance(message, dict) or message.get("action") != "remove-worker" \
+                or message.get("expected"):
+            return
+        tasks = sorted(map(str, message.get("processing-tasks") or ()))
+        running = f" while running {', '.join(tasks[:4])}" + ("..." if len(tasks) > 4 else "") \
+            if tasks else ""
+        print(f"cryoensemble: worker {message.get('worker')} died{running}; its tasks are "
+              f"retried (a task that kills {allowed + 1} workers fails the run)",
+              file=stream, flush=True)
+
+    client.subscribe_topic("all", handler)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):  # a lost scheduler has nothing to unsubscribe
+            client.unsubscribe_topic("all")
+
+
+def _client_for(address: str | None, scheduler_file: str | None, security):
+    """A client of an existing scheduler; an unreachable one is one line, after
+    `cryoensemble.scheduler-timeout`."""
+    from distributed import Client
+
+    from ..errors import InfrastructureError
+
+    where = address or scheduler_file
+    timeout = dask.utils.parse_timedelta(_config.get("scheduler-timeout"))
+    try:
+        return Client(address, scheduler_file=scheduler_file, security=security,
+                      timeout=timeout)
+    except (OSError, TimeoutError, ValueError, TypeError) as error:  # TypeError: TLS settings
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if where.startswith("tls://") and security is None:
+            reason = "a tls:// scheduler needs --tls-ca-file, --tls-cert and --tls-key"
+        raise InfrastructureError(
+            f"cannot reach the Dask scheduler at {where} within {timeout:g} s ({reason}); "
+            "check the address, that the scheduler runs and its TLS settings"
+        ) from None
+
+
+@contextlib.contextmanager
 def connect(client=None, scheduler_address: str | None = None, gpus: int | None = None,
-            n_workers: int | None = None):
-    """Yield a `distributed.Client`: the one given, one for `scheduler_address`, or one
-    for a new embedded cluster (closed on exit)."""
+            n_workers: int | None = None, *, scheduler_file: str | None = None,
+            security=None):
+    """Yield a `distributed.Client`: the one given, one for `scheduler_address` or
+    `scheduler_file` (with `security`, a `distributed.Security` for TLS), or one for a
+    new embedded cluster (closed on exit)."""
     from distributed import Client
 
     if client is not None:
         yield client
         return
-    if scheduler_address:
-        with Client(scheduler_address) as new_client:
+    if scheduler_address or scheduler_file:
+        with _client_for(scheduler_address, scheduler_file, security) as new_client:
             yield new_client
         return
     with make_local_cluster(n_workers=n_workers, gpus=gpus) as cluster, Client(cluster) as new_client:

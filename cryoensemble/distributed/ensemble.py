@@ -7,6 +7,7 @@ atoms that touch its slab; bit for bit the unsplit volume on CPU) or by atom gro
 in a tree.
 """
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -18,8 +19,8 @@ import numpy as np
 from .. import store as store_module
 from ..coordinates import as_grid_shape
 from ..sources import AbstractEnsembleSource, file_sha256
-from . import config, tasks
-from .cluster import connect
+from . import _checks, config, tasks
+from .cluster import connect, reporting_worker_losses
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,17 +115,6 @@ class RenderReport:
                       for i in range(r["start"], r["stop"]))
 
 
-def _centre(source: AbstractEnsembleSource, center) -> tuple[float, float, float]:
-    if center is True:
-        return tuple(float(c) for c in source.read(0, 1)[0].astype(np.float64).mean(axis=0))
-    if center is None or center is False:
-        return (0.0, 0.0, 0.0)
-    centre = np.asarray(center, dtype=np.float64)
-    if centre.shape != (3,):
-        raise ValueError(f"center: expected True, None or (x, y, z) in A; got {center!r}")
-    return tuple(float(c) for c in centre)
-
-
 def default_batch_size(n_todo: int, n_workers: int, volume_bytes: int) -> int:
     """Conformations per task: enough tasks to balance (~4 per worker), each holding at
     most ~256 MiB of volumes and at most 64 of them."""
@@ -208,20 +198,31 @@ def plan_render(
     center=True,
     truncation: float = 1e-6,
     renderer: str = "gaussian",
+    outside: Literal["error", "warn", "clip"] = "warn",
+    outside_tolerance: float = 0.01,
 ) -> RenderPlan:
     """Validate the arguments and plan the render (see `render_ensemble` for them);
     `n_workers` is the number of tasks that run at once, for sizing batches."""
     shape = as_grid_shape(shape)
     voxel_size, n_batches = float(voxel_size), int(n_batches)
     _check_arguments(source, shape, voxel_size, dtype, renderer, split, n_batches, batch_size)
+    if not math.isfinite(float(extra_b_factor)):
+        raise ValueError(f"extra_b_factor: must be finite (A^2); got {extra_b_factor}")
+    source.check()  # what a task would trip on, read here
     # The store owns paths and URLs: the location is opaque here. Checked (scheme, driver,
     # endpoint; not someone else's folder) before anything is read or rendered.
     location = store_module.as_location(store, storage_options)
     location.check()
     store_module.check_target(location)
-    spec = tasks.RenderSpec(shape, voxel_size, float(truncation), 1, _centre(source, center),
-                            float(extra_b_factor), location, renderer)
+    spec = tasks.RenderSpec(shape, voxel_size, float(truncation), 1,
+                            _checks.centre_of(source, center), float(extra_b_factor), location,
+                            renderer)
+    if float(extra_b_factor) < 0 and not np.all(tasks.mixture(source, extra_b_factor)[1] > 0):
+        raise ValueError(f"extra_b_factor: {extra_b_factor} A^2 makes some atoms' gaussians "
+                         "negative (Peng's b are as small as ~0.1 A^2); use a value >= 0")
     atoms = tasks.support_plan(source, spec)  # validates elements; workers derive the same
+    _checks.check_atoms_in_box(source, spec, tasks.mixture(source, 0.0)[0].sum(axis=1),
+                               outside, outside_tolerance, tasks.RENDERERS[renderer].periodic)
     n = len(source)
     z_slabs = n_batches if (n_batches > 1 and split == "slabs") else 1
     layout = store_module.StoreLayout(
@@ -256,14 +257,24 @@ def run_plan(plan: RenderPlan, client, *, overwrite: bool = False,
         runs = _runs(todo, plan.batch_size, plan.n_batches)
         if not runs:
             return RenderReport(plan, [])
-        futures = client.compute(_graph(plan, runs))
-        if progress:
-            from distributed import progress as show_progress
+        with reporting_worker_losses(client):
+            futures = client.compute(_graph(plan, runs))
+            if progress:
+                from distributed import progress as show_progress
 
-            print(f"dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
-            show_progress(futures)
-            print(file=sys.stderr)
-        return RenderReport(plan, client.gather(futures))
+                print(f"dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
+                with contextlib.redirect_stdout(sys.stderr):  # stdout stays for results
+                    show_progress(futures)
+                print(file=sys.stderr)
+            return RenderReport(plan, client.gather(futures))
+
+
+def _worker_memory(client) -> int:
+    """The smallest memory limit among the client's workers (bytes per task slot)."""
+    workers = client.scheduler_info()["workers"].values()
+    limits = [w.get("memory_limit") or 0 for w in workers]
+    limits = [m // max(1, w["nthreads"]) for m, w in zip(limits, workers) if m]
+    return min(limits) if limits else 2**62
 
 
 def _task_slots(client) -> int:
@@ -279,6 +290,8 @@ def render_ensemble(
     storage_options: dict | None = None,
     client=None,
     scheduler_address: str | None = None,
+    scheduler_file: str | None = None,
+    security=None,
     gpus: int | None = None,
     n_workers: int | None = None,
     batch_size: int | None = None,
@@ -289,6 +302,8 @@ def render_ensemble(
     center=True,
     truncation: float = 1e-6,
     renderer: str = "gaussian",
+    outside: Literal["error", "warn", "clip"] = "warn",
+    outside_tolerance: float = 0.01,
     overwrite: bool = False,
     dry_run: bool = False,
     progress: bool = False,
@@ -309,22 +324,29 @@ def render_ensemble(
       the same parameters is resumed (only missing conformations are rendered); one made
       with others is refused, naming the differences, unless `overwrite`. One render
       writes a store at a time (a lease in the store; a second is refused).
-    - `client`: a `distributed.Client`; else `scheduler_address`, else an embedded
-      `LocalCluster` (`n_workers` processes, or `gpus` dask-cuda workers).
+    - `client`: a `distributed.Client`; else `scheduler_address` or `scheduler_file`
+      (with `security`, a `distributed.Security` for TLS), else an embedded
+      `LocalCluster` bound to 127.0.0.1 (`n_workers` processes, or `gpus` GPU workers).
     - `batch_size`: conformations per task (default: sized from the ensemble and workers).
     - `n_batches`: split each volume's atoms into this many parts, by z-`slabs` (each
       task renders the atoms touching its slab and writes the slab) or by atom groups
       summed in a tree (`split="atoms"`).
     - `dtype`: stored precision (rendering is float32).
-    - `extra_b_factor`: A^2 added to every atom's b. `center`: `True` subtracts the mean
-      position of the first conformation from all (motion kept), `None` keeps the file's
-      frame, or an (x, y, z) in A.
+    - `extra_b_factor`: A^2 added to every atom's b. `center`: `True` subtracts the
+      centre of the bulk of the first conformation's atoms from all (motion kept; the
+      mean position unless stray atoms lie far away, `cryoensemble.io.bulk_centre`),
+      `None` keeps the file's frame, or an (x, y, z) in A.
+    - `outside`: atoms outside the box (in up to 16 conformations, evenly spaced, the
+      first and last included): `"error"` refuses them, `"warn"` warns (refusing more
+      than `outside_tolerance` of the scattering), `"clip"` renders what is inside (the
+      periodic `"fft"` renderer wraps them around instead).
     - `truncation`: relative L2 bound of each atom's dropped tails (see
       `GaussianMixtureRenderFn`).
     - `renderer`: a key of `RENDERERS`: `"gaussian"` (exact voxel averages) or `"fft"`
       (`FFTAtomRenderFn`: band-limited, one NUFFT per element; see its docs for when
       each fits).
-    - `dry_run`: plan only; returns the `RenderPlan`.
+    - `dry_run`: plan and check only (the store path, GPUs, memory per task against this
+      machine's workers); returns the `RenderPlan`.
     - `progress`: show a progress bar.
 
     **Returns:** the store as an `xarray.Dataset` (lazy), or the plan if `dry_run`.
@@ -333,13 +355,23 @@ def render_ensemble(
                      storage_options=storage_options, batch_size=batch_size,
                      n_batches=n_batches, split=split, dtype=dtype,
                      extra_b_factor=extra_b_factor, center=center, truncation=truncation,
-                     renderer=renderer)
+                     renderer=renderer, outside=outside, outside_tolerance=outside_tolerance)
     plan = plan_render(source, n_workers=n_workers or os.cpu_count() or 1, **arguments)
+    _checks.check_store_path(plan.store, plan.parameters, overwrite)
+    _checks.check_scheduler_file(scheduler_file)
+    embedded = client is None and not scheduler_address and not scheduler_file
+    if embedded:
+        _checks.check_gpus(gpus)
+        workers = n_workers or os.cpu_count() or 1
+        _checks.check_memory(plan, _checks.worker_memory_bytes(workers), "this machine")
     if dry_run:
         return plan
-    with connect(client, scheduler_address, gpus, n_workers) as dask_client:
-        run_plan(plan.for_workers(_task_slots(dask_client)), dask_client, overwrite=overwrite,
-                 progress=progress)
+    with connect(client, scheduler_address, gpus, n_workers, scheduler_file=scheduler_file,
+                 security=security) as dask_client:
+        plan = plan.for_workers(_task_slots(dask_client))
+        if not embedded:
+            _checks.check_memory(plan, _worker_memory(dask_client), "the cluster")
+        run_plan(plan, dask_client, overwrite=overwrite, progress=progress)
     return store_module.open_store(plan.store)
 
 

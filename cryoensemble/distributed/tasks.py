@@ -32,6 +32,7 @@ class Renderer:
     description: str
     splits_atoms: bool  # renders any subset of atoms (z-slabs, atom groups)
     needs_tabulated_atoms: bool  # Peng factors per element, no source mixtures
+    periodic: bool = False  # atoms outside the box wrap around (a Fourier series)
 
     def store_parameters(self, truncation: float) -> dict:
         if self.name == "gaussian":
@@ -44,7 +45,7 @@ RENDERERS = types.MappingProxyType({
     "gaussian": Renderer("gaussian", "GaussianMixtureRenderFn (exact voxel averages)",
                          splits_atoms=True, needs_tabulated_atoms=False),
     "fft": Renderer("fft", "FFTAtomRenderFn (band-limited voxel averages, Peng)",
-                    splits_atoms=False, needs_tabulated_atoms=True),
+                    splits_atoms=False, needs_tabulated_atoms=True, periodic=True),
 })
 
 

@@ -5,12 +5,14 @@ from .mrc import read_array_from_mrc as read_array_from_mrc, write_volume_to_mrc
 from .structures import (
     AtomicModel as AtomicModel,
     atomic_model_to_mmdf as atomic_model_to_mmdf,
+    bulk_centre as bulk_centre,
     infer_element as infer_element,
     mmdf_to_atoms as mmdf_to_atoms,
     mmdf_to_topology as mmdf_to_topology,
     read_atomic_model as read_atomic_model,
     read_atoms_from_pdb as read_atoms_from_pdb,
     read_topology_from_pdb as read_topology_from_pdb,
+    selection_mask as selection_mask,
 )
 from .trajectories import (
     TrajectoryReader as TrajectoryReader,
@@ -22,6 +24,7 @@ __all__ = [
     "TrajectoryReader",
     "AtomicModel",
     "atomic_model_to_mmdf",
+    "bulk_centre",
     "infer_element",
     "mmdf_to_atoms",
     "mmdf_to_topology",
@@ -29,6 +32,7 @@ __all__ = [
     "read_atomic_model",
     "read_atoms_from_pdb",
     "read_topology_from_pdb",
+    "selection_mask",
     "trajectory_elements",
     "write_volume_to_mrc",
 ]

@@ -125,7 +125,12 @@ def _select_altlocs(residue) -> list:
 
 
 def _read_model(model, path, infer, loads_hydrogens, loads_waters, loads_hetero):
-    keys, positions, elements, b_factors, occupancies, charges = [], [], [], [], [], []
+    """Atoms of one gemmi model: keys, positions, element symbols (`?name` where the
+    element could not be inferred, the file's own text where gemmi knows no such
+    element), B-factors, occupancies, per-atom (serial, het, residue number) records and
+    formal charges."""
+    keys, positions, elements, b_factors, occupancies, records, charges = (
+        [], [], [], [], [], [], [])
     for chain in model:
         for residue in chain:
             is_water = residue.is_water() or residue.name.upper() in WATER_RESIDUES
@@ -137,8 +142,8 @@ def _read_model(model, path, infer, loads_hydrogens, loads_waters, loads_hetero)
                 if infer:
                     try:
                         element = infer_element(atom.name, residue.name)
-                    except ElementInferenceError as error:
-                        raise ElementInferenceError(f"{path}: {error}") from None
+                    except ElementInferenceError:
+                        element = "?" + atom.name  # refused later, unless selected away
                     if element is None:  # a virtual site
                         continue
                 else:
@@ -150,8 +155,125 @@ def _read_model(model, path, infer, loads_hydrogens, loads_waters, loads_hetero)
                 elements.append(element)
                 b_factors.append(atom.b_iso)
                 occupancies.append(atom.occ)
+                records.append((atom.serial, residue.het_flag == "H", residue.seqid.num))
                 charges.append(atom.charge)
-    return keys, positions, elements, b_factors, occupancies, charges
+    return keys, positions, elements, b_factors, occupancies, records, charges
+
+
+def _raw_element_symbols(path: str) -> dict[int, str]:
+    """The element text of each atom serial as written in the file (gemmi reads an
+    unknown symbol as `X`, which would hide what the file says)."""
+    import gemmi
+
+    raw = {}
+    if _is_pdb_format(path):
+        with _open_text(path) as handle:
+            for line in handle:
+                if line.startswith(("ATOM  ", "HETATM")):
+                    try:
+                        raw.setdefault(int(line[6:11]), line[76:78].strip())
+                    except ValueError:
+                        continue
+        return raw
+    block = gemmi.cif.read(path)[0]
+    table = block.find("_atom_site.", ["id", "type_symbol"])
+    for row in table:
+        try:
+            raw.setdefault(int(row[0]), gemmi.cif.as_string(row[1]))
+        except ValueError:
+            continue
+    return raw
+
+
+def _atom_label(key) -> str:
+    chain, seqid, residue, name = key
+    return f"atom {name} of {residue} {seqid}" + (f" chain {chain}" if chain.strip() else "")
+
+
+def selection_mask(keys, elements, records, positions, selection: str, where: str) -> np.ndarray:
+    """Which atoms an MDAnalysis `selection` string picks, as a boolean mask.
+
+    The atoms read from a PDB/mmCIF file become an MDAnalysis Universe (names, residue
+    names and numbers, chains as segments and chainIDs, elements, masses, record types),
+    so `--select` has one syntax for every input kind.
+    """
+    import gemmi
+
+    try:
+        import MDAnalysis
+    except ImportError:
+        raise StructureReadError(
+            f"{where}: selection {selection!r} needs MDAnalysis: pip install 'cryoensemble[md]'"
+        ) from None
+    n = len(keys)
+    residue_keys, residue_index, chain_keys, chain_index = {}, [], {}, []
+    for chain, seqid, residue, _ in keys:
+        residue_index.append(residue_keys.setdefault((chain, seqid, residue), len(residue_keys)))
+    for chain, _, _ in residue_keys:
+        chain_index.append(chain_keys.setdefault(chain, len(chain_keys)))
+    universe = MDAnalysis.Universe.empty(
+        n, n_residues=len(residue_keys), n_segments=len(chain_keys),
+        atom_resindex=np.asarray(residue_index), residue_segindex=np.asarray(chain_index),
+        trajectory=True,
+    )
+    symbols = ["" if e.startswith("?") else e for e in elements]
+    resnums = np.zeros(len(residue_keys), np.int64)
+    for (serial, _het, num), r in zip(records, residue_index):
+        resnums[r] = num
+    universe.add_TopologyAttr("names", [k[3] for k in keys])
+    universe.add_TopologyAttr("elements", symbols)
+    universe.add_TopologyAttr("types", symbols)
+    universe.add_TopologyAttr("masses", [gemmi.Element(e or "X").weight for e in symbols])
+    universe.add_TopologyAttr("chainIDs", [k[0] for k in keys])
+    universe.add_TopologyAttr("record_types", ["HETATM" if r[1] else "ATOM" for r in records])
+    universe.add_TopologyAttr("resnames", [k[2] for k in residue_keys])
+    universe.add_TopologyAttr("resids", resnums)
+    universe.add_TopologyAttr("resnums", resnums)
+    universe.add_TopologyAttr("segids", list(chain_keys))
+    universe.atoms.positions = np.asarray(positions, dtype=np.float32)
+    try:
+        picked = universe.select_atoms(selection).indices
+    except Exception as error:  # noqa: BLE001 - MDAnalysis raises several kinds
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise StructureReadError(f"{where}: selection {selection!r}: {message}") from None
+    mask = np.zeros(n, bool)
+    mask[picked] = True
+    return mask
+
+
+def _unknown_element_error(path, keys, elements) -> StructureReadError | None:
+    import gemmi
+
+    for key, element in zip(keys, elements):
+        if element.startswith("?"):
+            return ElementInferenceError(
+                f"{path}: cannot infer the element of atom '{key[3]}' in residue '{key[2]}' "
+                f"(the file has no element column); add the element column, or drop it "
+                f"with --exclude 'name {key[3]}'"
+            )
+        if gemmi.Element(element).atomic_number == 0:
+            symbol = element
+            hint = (f"--exclude {symbol}" if symbol.isalpha() and len(symbol) <= 2
+                    else f"--exclude 'name {key[3]}'")
+            what = ("element X (unknown)" if symbol.upper() == "X"
+                    else f"unknown element symbol {symbol!r}")
+            return StructureReadError(
+                f"{path}: {what} for {_atom_label(key)}; fix the element column or drop "
+                f"such atoms with {hint}"
+            )
+    return None
+
+
+def _duplicate_atom_error(path, keys, positions) -> StructureReadError | None:
+    seen = {}
+    for i, (key, xyz) in enumerate(zip(keys, np.round(np.asarray(positions), 3).tolist())):
+        previous = seen.setdefault((key, tuple(xyz)), i)
+        if previous != i:
+            return StructureReadError(
+                f"{path}: {_atom_label(key)} is listed twice at the same position; "
+                "remove the duplicate record"
+            )
+    return None
 
 
 def read_atomic_model(
@@ -161,6 +283,7 @@ def read_atomic_model(
     loads_hydrogens: bool = True,
     loads_waters: bool = True,
     loads_hetero: bool = True,
+    selection: str | None = None,
 ) -> AtomicModel:
     """Read the atoms of a PDB or mmCIF/PDBx file (optionally gzipped) with gemmi.
 
@@ -170,14 +293,21 @@ def read_atomic_model(
     - `model_index`: read only this model (0-based); `None` reads all models.
     - `loads_hydrogens`, `loads_waters`, `loads_hetero`: keep hydrogens, waters and
       other hetero atoms (HETATM records).
+    - `selection`: an MDAnalysis selection string (`"protein and not name H*"`,
+      `"not element X"`), applied after the options above; needs MDAnalysis.
 
     Where atoms have alternative locations, the most occupied conformation is kept.
     Raises `StructureReadError` (a one-line message naming the file) for unreadable,
-    empty or NaN input, or models that hold different atoms.
+    empty or NaN input, models that hold different atoms, unknown elements (named as
+    the file writes them, with the atom) and duplicate atom records.
     """
     import gemmi
 
     path = os.fspath(filename)
+    if os.path.isdir(path):
+        raise StructureReadError(
+            f"{path}: is a directory; pass the files in it (a glob such as '{path}/*.pdb')"
+        )
     if not os.path.isfile(path):
         raise StructureReadError(f"{path}: no such file")
     try:
@@ -214,10 +344,29 @@ def read_atomic_model(
     positions = np.asarray([m[1] for m in models], dtype=np.float64)
     if not np.all(np.isfinite(positions)):
         raise StructureReadError(f"{path}: atom coordinates contain NaN or infinity")
-    atomic_numbers = np.asarray([gemmi.Element(e).atomic_number for e in models[0][2]])
-    if np.any(atomic_numbers == 0):
-        bad = sorted({e for e, z in zip(models[0][2], atomic_numbers) if z == 0})
-        raise StructureReadError(f"{path}: unknown element symbols {bad}")
+    keys, elements, records = first_keys, models[0][2], models[0][5]
+    if "X" in elements:  # gemmi's name for any unknown symbol: say what the file says
+        raw = _raw_element_symbols(path)
+        elements = [raw.get(r[0]) or e if e == "X" else e for e, r in zip(elements, records)]
+    keep = np.ones(len(keys), bool)
+    if selection is not None and selection.strip() not in ("", "all"):
+        keep = selection_mask(keys, elements, records, positions[0], selection, path)
+        if not keep.any():
+            raise StructureReadError(
+                f"{path}: selection {selection!r} leaves no atoms (of {len(keys)})"
+            )
+    kept = np.flatnonzero(keep)
+    keys = [keys[i] for i in kept]
+    elements = [elements[i] for i in kept]
+    records = [records[i] for i in kept]
+    positions = positions[:, kept]
+    error = (_unknown_element_error(path, keys, elements)
+             or _duplicate_atom_error(path, keys, positions[0]))
+    if error is not None:
+        raise error
+    atomic_numbers = np.asarray([gemmi.Element(e).atomic_number for e in elements])
+    charges = np.asarray(models[0][6], dtype=np.int64)[kept]
+    models = [(m[0], m[1], m[2], np.asarray(m[3])[kept], np.asarray(m[4])[kept]) for m in models]
     return AtomicModel(
         positions=positions,
         atomic_numbers=atomic_numbers.astype(np.int64),
@@ -225,8 +374,8 @@ def read_atomic_model(
         occupancies=np.asarray([m[4] for m in models], dtype=np.float64),
         model_numbers=np.asarray([structure[i].num for i in indices], dtype=np.int64),
         filename=path,
-        labels=np.asarray(first_keys, dtype=str),
-        charges=np.asarray(models[0][5], dtype=np.int64),
+        labels=np.asarray(keys, dtype=str),
+        charges=charges,
     )
 
 
@@ -439,3 +588,24 @@ def read_topology_from_pdb(
     return mmdf_to_topology(
         atomic_model_to_mmdf(read_atomic_model(filename)), standardizes_names, model_index
     )
+
+
+def bulk_centre(
+    positions: Float[np.ndarray, "n_atoms 3"],
+) -> tuple[np.ndarray, int, float]:
+    """The centre of the bulk of the atoms, which a few stray atoms cannot move.
+
+    The bulk is every atom within four times the median distance to the median position
+    (at least 10 A); the centre is the mean of the bulk, so for a molecule with no stray
+    atom it is the plain mean position.
+
+    **Returns:** `(centre, n_stray, extent)`: the centre (x, y, z) in A, the number of
+    atoms outside the bulk, and the largest distance in A of any atom from the centre.
+    """
+    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    median = np.median(positions, axis=0)
+    distance = np.linalg.norm(positions - median, axis=1)
+    bulk = distance <= max(4.0 * float(np.median(distance)), 10.0)
+    centre = positions[bulk].mean(axis=0)
+    extent = float(np.linalg.norm(positions - centre, axis=1).max())
+    return centre, int((~bulk).sum()), extent

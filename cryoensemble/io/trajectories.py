@@ -15,23 +15,109 @@ def _open_universe(topology: str, trajectories: tuple):
         import MDAnalysis
     except ImportError:
         raise ImportError("Trajectories need MDAnalysis: pip install 'cryoensemble[md]'") from None
+    import os
+
+    topologies = (".psf", ".prmtop", ".parm7", ".top", ".itp", ".tpr")
+    for path in trajectories:
+        if path.lower().endswith(topologies):
+            raise EnsembleSourceError(
+                f"{path}: a topology ({os.path.splitext(path)[1][1:].upper()}) given as a "
+                "trajectory; pass it with --topology and the coordinates (DCD, XTC, ...) as inputs"
+            )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return MDAnalysis.Universe(topology, *trajectories)
+        try:
+            universe = MDAnalysis.Universe(topology, *trajectories)
+        except Exception as error:  # noqa: BLE001 - MDAnalysis raises many kinds
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            files = " + ".join((topology, *trajectories))
+            raise EnsembleSourceError(f"{files}: MDAnalysis cannot read it ({message})") from None
+    if trajectories and universe.trajectory.n_atoms != len(universe.atoms):
+        raise EnsembleSourceError(
+            f"{trajectories[0]}: {universe.trajectory.n_atoms} atoms per frame, but the "
+            f"topology {topology} has {len(universe.atoms)}"
+        )
+    return universe
 
 
-def trajectory_elements(atoms) -> np.ndarray:
-    """Atomic numbers of MDAnalysis atoms; 0 for massless virtual sites."""
+def _given(atoms, attribute: str):
+    """An attribute the topology file itself provides (not one MDAnalysis guessed), or
+    None."""
+    try:
+        values = getattr(atoms, attribute)
+        guessed = getattr(getattr(atoms.universe._topology, attribute), "is_guessed", False)
+    except Exception:  # noqa: BLE001 - MDAnalysis raises NoDataError, AttributeError, ...
+        return None
+    return None if guessed else values
+
+
+def _weights_table() -> dict[str, float]:
     import gemmi
 
-    try:
-        symbols = [str(e).strip() for e in atoms.elements]
-    except Exception:  # noqa: BLE001 - topologies without an element column
-        symbols = [""] * len(atoms)
+    return {gemmi.Element(z).name: gemmi.Element(z).weight for z in range(1, 104)}
+
+
+def _element_from_mass(name: str, residue: str, mass: float, table: dict) -> str | None:
+    """The element whose standard atomic weight matches `mass` (within 0.6) among the
+    ones the atom name can spell (`SIA` -> Si or S; `CA` -> Ca or C); None if none does
+    (hydrogen mass repartitioning moves weight between atoms, so names decide then)."""
+    letters = name.strip().lstrip("0123456789").upper()
+    candidates = [letters[:2].capitalize(), letters[:1]] if name else list(table)
+    matches = [c for c in candidates if c in table and abs(table[c] - mass) < 0.6]
+    if not name and len(matches) != 1:
+        matches = sorted(matches, key=lambda c: abs(table[c] - mass))[:1]
+    return matches[0] if matches else None
+
+
+def trajectory_elements(atoms, where: str = "topology") -> np.ndarray:
+    """Atomic numbers of MDAnalysis atoms; 0 for massless virtual sites.
+
+    The element column where the topology has one; else the atom name, with the
+    topology's own masses deciding between the elements a name can spell (a PSF's `SIA`
+    of mass 28.09 is silicon, not sulfur); a topology with masses but no names (LAMMPS
+    data) by mass alone.
+    """
+    import gemmi
+
+    symbols = _given(atoms, "elements")
+    symbols = ([str(e).strip() for e in symbols] if symbols is not None
+               else [""] * len(atoms))
+    masses = _given(atoms, "masses")
+    names = _given(atoms, "names")
+    residues = _given(atoms, "resnames")
+    if names is None and masses is None and not all(symbols):
+        raise EnsembleSourceError(
+            f"{where}: atoms have no names, elements or masses to tell their elements; "
+            "give a topology with names (PSF, PDB, GRO, TPR, ...)"
+        )
+    table = _weights_table()
     numbers = []
-    for symbol, name, residue in zip(symbols, atoms.names, atoms.resnames):
-        element = symbol.capitalize() if symbol else infer_element(name, residue)
-        numbers.append(0 if element is None else gemmi.Element(element).atomic_number)
+    for i, symbol in enumerate(symbols):
+        name = "" if names is None else str(names[i])
+        residue = "" if residues is None else str(residues[i])
+        mass = None if masses is None else float(masses[i])
+        if symbol:
+            element = symbol.capitalize()
+        elif mass is not None and mass <= 0.0:
+            element = None  # a massless virtual site
+        else:
+            element = None if mass is None else _element_from_mass(name, residue, mass, table)
+            if element is None and not name:
+                raise EnsembleSourceError(
+                    f"{where}: atom {i + 1} has no name and its mass {mass} matches no element"
+                )
+            if element is None:
+                try:
+                    element = infer_element(name, residue)
+                except Exception as error:  # noqa: BLE001 - ElementInferenceError
+                    raise EnsembleSourceError(f"{where}: {error}") from None
+        number = 0 if element is None else gemmi.Element(element).atomic_number
+        if element is not None and number == 0:
+            raise EnsembleSourceError(
+                f"{where}: unknown element {element!r} for atom {i + 1} ({name or 'no name'}); "
+                f"drop such atoms with --exclude {element}"
+            )
+        numbers.append(number)
     return np.asarray(numbers, dtype=np.int64)
 
 
@@ -78,6 +164,13 @@ class TrajectoryReader:
         with self._lock:
             universe, atoms = self.universe(), self.atoms()
             for row, frame in enumerate(frames):
-                universe.trajectory[int(frame)]
+                try:
+                    universe.trajectory[int(frame)]
+                except Exception as error:  # noqa: BLE001 - truncated files raise several kinds
+                    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+                    raise EnsembleSourceError(
+                        f"{self.trajectories[0]}: cannot read frame {int(frame)} ({message}); "
+                        "is the file truncated?"
+                    ) from None
                 out[row] = atoms.positions[atom_mask]
         return out

@@ -89,6 +89,8 @@ def _add_source_arguments(parser) -> None:
     parser.add_argument("--topology", help="topology for trajectory inputs (PSF, PDB, GRO, ...)")
     parser.add_argument("--frames", help="START:STOP:STEP of trajectory frames")
     parser.add_argument("--select", default="all", help="MDAnalysis atom selection")
+    parser.add_argument("--exclude", metavar="ELEMENTS|SELECTION",
+                        help="drop atoms: element symbols (X,QQ) or an MDAnalysis selection")
     parser.add_argument("--morph", type=int, metavar="N", help="morph two inputs in N steps")
     parser.add_argument("--weights", help="conformation weights: CSV of file,weight for "
                         "structure files, else one number per conformation (.txt or .npy)")
@@ -146,14 +148,17 @@ def add_parsers(subparsers) -> None:
 
 def main(argv=None) -> int:
     """Run `images` or `export` alone (until `cryoensemble.cli` wires them in)."""
+    from ..cli import exit_code_and_message
+
     parser = argparse.ArgumentParser(prog="cryoensemble")
     add_parsers(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as error:
-        print(f"cryoensemble: {error}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as error:  # noqa: BLE001 - one line, one exit code
+        code, line = exit_code_and_message(error)
+        print(f"cryoensemble: {line}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":
