@@ -308,6 +308,8 @@ def _info(args) -> int:
     location.check()
     if "://" not in location.url and os.path.isfile(location.url):
         raise PlanError(f"{args.store}: is a file, not a store directory")
+    if "://" not in location.url and not os.path.exists(location.url):
+        raise FileNotFoundError(f"{args.store}: no such store")
     if read_parameters(location) is None:
         raise PlanError(f"{args.store}: not a cryoensemble store")
     dataset = open_store(location)
