@@ -88,9 +88,13 @@ def _textbook_ctf(kx, ky, voltage_kv, du, dv, angle_deg, cs_mm, ac, phase_deg):
     """CTF = -(sqrt(1 - ac^2) sin(chi) + ac cos(chi)), chi = pi lambda dz k^2 -
     pi/2 Cs lambda^3 k^4 + phase, dz from defocus U, V and the angle of U from the x
     axis (CTFFIND4, Rohou & Grigorieff 2015; RELION), all float64."""
-    e = voltage_kv * 1e3 * constants.e
-    m, c, h = constants.m_e, constants.c, constants.h
-    wavelength = h / np.sqrt(2 * m * e * (1 + e / (2 * m * c**2))) * 1e10  # A
+    volts = voltage_kv * 1e3
+    # Spence, High-resolution electron microscopy (2013), Eq. 2.5 (cryojax's constants),
+    # within 1e-4 of the CODATA relativistic wavelength.
+    wavelength = 12.2639 / np.sqrt(volts + 0.97845e-6 * volts**2)
+    e, m, c, h = volts * constants.e, constants.m_e, constants.c, constants.h
+    codata = h / np.sqrt(2 * m * e * (1 + e / (2 * m * c**2))) * 1e10  # A
+    assert abs(wavelength / codata - 1) < 1e-4
     k2 = kx**2 + ky**2
     azimuth = np.arctan2(ky, kx)
     dz = 0.5 * (du + dv + (du - dv) * np.cos(2 * (azimuth - np.deg2rad(angle_deg))))

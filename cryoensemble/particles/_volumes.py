@@ -13,6 +13,7 @@ from ..errors import CryoEnsembleError
 from ..ndimage import FourierGaussian
 from ..simulator import (
     AstigmaticCTF,
+    BasicImageConfig,
     ContrastTransferTheory,
     FourierSliceExtraction,
     FourierVoxelGridVolume,
@@ -83,12 +84,12 @@ class StoredVolumes:
 
 
 @eqx.filter_jit
-def _images_of_volume(volume, integrator, quaternions, shifts, ctf, seeds, snr, pixel_size,
+def _images_of_volume(volume, integrator, image_config, quaternions, shifts, ctf, seeds, snr, pixel_size,
                       voltage, step: int):
     def one(particle):
         q, shift, ctf_row, seed = particle
         rotated = volume.rotate_to_pose(QuaternionPose(wxyz=q))
-        projection = integrator(rotated)
+        projection = integrator.integrate(rotated, image_config, outputs_real_space=True)
         theory = None
         if ctf is not None:
             du, dv, angle, phase_shift, b_factor, cs, ac = (ctf_row[j] for j in range(7))
@@ -110,7 +111,9 @@ def render_volume_batch(volumes: StoredVolumes, spec, projection: str, labels: d
     n = len(labels["conformation"])
     images = np.empty((n,) + spec.shape, spec.dtype)
     sigmas = np.empty(n, np.float64)
-    integrator = FourierSliceExtraction(volumes.voxel_size, shape=spec.shape)
+    integrator = FourierSliceExtraction()
+    # The volume's voxels are the image's pixels; the padded slice is cropped to the box.
+    image_config = BasicImageConfig(spec.shape, volumes.voxel_size, spec.voltage_in_kilovolts)
     for conformation in np.unique(labels["conformation"]):
         rows = np.flatnonzero(labels["conformation"] == conformation)
         grid = jnp.asarray(volumes.read(int(conformation)))
@@ -124,7 +127,7 @@ def render_volume_batch(volumes: StoredVolumes, spec, projection: str, labels: d
         ctf = (None if not spec.uses_ctf else
                jnp.asarray(np.stack([labels[k][take] for k in ctf_labels], 1), jnp.float32))
         out, sigma = _images_of_volume(
-            volume, integrator, jnp.asarray(labels["quaternion"][take], jnp.float32),
+            volume, integrator, image_config, jnp.asarray(labels["quaternion"][take], jnp.float32),
             jnp.asarray(np.stack([labels["shift_x"][take], labels["shift_y"][take]], 1), jnp.float32),
             ctf, jnp.asarray(labels["noise_seed"][take]), spec.snr, spec.pixel_size,
             spec.voltage_in_kilovolts, min(images_per_step(spec), size))
