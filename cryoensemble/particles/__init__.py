@@ -7,8 +7,11 @@ from ._labels import (
     relion_angles as relion_angles,
 )
 from ._relion import export_relion as export_relion
-from ._simulate import open_particles as open_particles, simulate_images as simulate_images
-from ._store import ParticleStoreError as ParticleStoreError
+from ._simulate import (
+    ParticleStoreError as ParticleStoreError,
+    open_particles as open_particles,
+    simulate_images as simulate_images,
+)
 
 
 __all__ = [

@@ -1,7 +1,6 @@
 """Images of stored volumes: a potential store's conformations by Fourier slice."""
 
 import hashlib
-import os
 
 import equinox as eqx
 import jax
@@ -38,29 +37,29 @@ class StoredVolumes:
 
     **Arguments:**
 
-    - `path`: the store directory.
+    - `store`: a path, URL or `cryoensemble.store.StoreLocation`.
+    - `storage_options`: fsspec options of a URL.
     """
 
-    def __init__(self, path):
-        self.path = os.path.abspath(os.fspath(path))
-        try:
-            group = zarr.open_group(self.path, mode="r")
-            potential = group["potential"]
-        except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError):
-            raise PotentialStoreError(
-                f"{self.path}: not a potential store (no `potential` array)") from None
-        if potential.ndim != 4 or len(set(potential.shape[1:])) != 1:
-            raise PotentialStoreError(
-                f"{self.path}: imaging needs cubic volumes; `potential` is {potential.shape}")
-        if "rendered" in group and not np.all(np.asarray(group["rendered"][:]) != 0):
-            raise PotentialStoreError(f"{self.path}: not every conformation is rendered yet")
-        x = np.asarray(group["x"][:], np.float64)
-        self.voxel_size = float(np.median(np.diff(x)))
-        self.shape = tuple(int(s) for s in potential.shape[1:])
-        self.n_conformations = int(potential.shape[0])
-        import xarray as xr
+    def __init__(self, store, storage_options=None):
+        from .. import store as store_module
 
-        dataset = xr.open_zarr(self.path, consolidated=None)
+        self.location = store_module.as_location(store, storage_options)
+        self.path = self.location.url
+        parameters = store_module.read_parameters(self.location)
+        if parameters is None or "n_conformations" not in parameters:
+            raise PotentialStoreError(f"{self.path}: not a potential store (made by render)")
+        layout = store_module.layout_from_parameters(parameters)
+        if len(set(layout.shape)) != 1:
+            raise PotentialStoreError(
+                f"{self.path}: imaging needs cubic volumes; `potential` is {layout.shape}")
+        if not store_module.done_conformations(self.location, layout).all():
+            raise PotentialStoreError(f"{self.path}: not every conformation is rendered yet")
+        dataset = store_module.open_store(self.location)
+        x = np.asarray(dataset["x"].values, np.float64)
+        self.voxel_size = float(np.median(np.diff(x)))
+        self.shape = tuple(int(n) for n in layout.shape)
+        self.n_conformations = layout.n_conformations
         self._labels = {name: np.asarray(values) for name, values in dataset.coords.items()
                         if values.dims == ("conformation",) and name != "conformation"}
 
@@ -73,12 +72,15 @@ class StoredVolumes:
 
     def read(self, index: int) -> np.ndarray:
         """One conformation's volume, [z, y, x], float32."""
-        return np.asarray(zarr.open_array(self.path, path="potential", mode="r")[index], np.float32)
+        from ..store import POTENTIAL
+
+        array = zarr.open_array(self.location.zarr_store(read_only=True), path=POTENTIAL, mode="r")
+        return np.asarray(array[index], np.float32)
 
     def description(self) -> dict:
-        meta = os.path.join(self.path, "potential", "zarr.json")
-        with open(meta, "rb") as handle:
-            digest = hashlib.sha256(handle.read()).hexdigest()
+        from ..store import POTENTIAL
+
+        digest = hashlib.sha256(self.location.get(f"{POTENTIAL}/zarr.json") or b"").hexdigest()
         return {"kind": "potential-store", "path": self.path, "shape": list(self.shape),
                 "n": self.n_conformations, "potential_metadata_sha256": digest}
 
