@@ -250,7 +250,7 @@ def simulate_images(
             coords=coords)
 
     from .. import store as store_module
-    from ..distributed import config, connect
+    from ..distributed import config
 
     location = store_module.as_location(store, storage_options)
     location.check()
@@ -273,18 +273,76 @@ def simulate_images(
         store_module.prepare_store(location, layout, parameters, coords, attrs,
                                    overwrite=overwrite)
         todo = np.flatnonzero(~store_module.done_conformations(location, layout))
-        if len(todo):
-            with connect(client, scheduler_address, gpus, n_workers) as dask_client:
-                futures = [dask_client.submit(_render_chunk, source, spec, chunk_labels(c),
-                                              location, int(c), projection, pure=False)
-                           for c in todo]
-                if progress:
-                    from distributed import progress as show_progress
-
-                    print(f"dashboard: {dask_client.dashboard_link}", file=sys.stderr, flush=True)
-                    show_progress(futures)
-                dask_client.gather(futures)
+        _render_chunks(location, source, spec, chunk_labels, todo, projection,
+                       dict(client=client, scheduler_address=scheduler_address, gpus=gpus,
+                            n_workers=n_workers), progress)
     return open_particles(location)
+
+
+def _render_chunks(location, source, spec: ImageSpec, chunk_labels, todo, projection: str,
+                   cluster: dict, progress: bool) -> None:
+    """Render and write the chunks `todo` on the Dask cluster `cluster` (the caller holds
+    the store's lease)."""
+    from ..distributed import connect
+
+    if not len(todo):
+        return
+    with connect(cluster.get("client"), cluster.get("scheduler_address"), cluster.get("gpus"),
+                 cluster.get("n_workers")) as dask_client:
+        futures = [dask_client.submit(_render_chunk, source, spec, chunk_labels(c), location,
+                                      int(c), projection, pure=False)
+                   for c in todo]
+        if progress:
+            from distributed import progress as show_progress
+
+            print(f"dashboard: {dask_client.dashboard_link}", file=sys.stderr, flush=True)
+            show_progress(futures)
+        dask_client.gather(futures)
+
+
+def repair_particles(store, source, chunks, *, storage_options=None, client=None,
+                     n_workers: int | None = None) -> None:
+    """Render chunks of a particle store again from its stored labels (what `cryoensemble
+    verify --repair` does to the bad and missing chunks): their markers, shards and
+    empty records are removed first, under the store's writer lease.
+
+    **Arguments:**
+
+    - `store`: the particle store (path, URL or `StoreLocation`).
+    - `source`: the ensemble source (or potential store) it was made from.
+    - `chunks`: the chunk indices.
+    - `storage_options`, `client`, `n_workers`: as for `simulate_images`.
+    """
+    from .. import store as store_module
+    from ..distributed import config
+
+    location = store_module.as_location(store, storage_options)
+    parameters = store_module.read_parameters(location)
+    if parameters is None or "images_per_chunk" not in parameters:
+        raise ParticleStoreError(f"{location.url}: not a cryoensemble particle store")
+    layout = store_module.ImageStackLayout.from_parameters(parameters)
+    if isinstance(source, (str, os.PathLike)) or _is_location(source):
+        source = StoredVolumes(source, storage_options)
+    spec = ImageSpec(shape=tuple(layout.shape), pixel_size=float(parameters["pixel_size"]),
+                     voltage_in_kilovolts=float(parameters["voltage_in_kilovolts"]),
+                     uses_ctf=parameters["ctf"] is not None, snr=parameters["snr"],
+                     dtype=layout.dtype, images_per_chunk=layout.images_per_chunk,
+                     images_per_step=None, centre=tuple(parameters["centre"]),
+                     extra_b_factor=float(parameters["extra_b_factor"]))
+    projection = parameters["projection"]
+    dataset = open_particles(location)
+    names = ["conformation", "quaternion", "shift_x", "shift_y", "noise_seed"]
+    names += list(CTF_LABELS) if spec.uses_ctf else []
+
+    def chunk_labels(c):
+        rows = slice(*layout.unit_range(int(c)))
+        return {name: dataset[name][rows].values for name in names}
+
+    chunks = sorted({int(c) for c in chunks})
+    with store_module.acquire_lease(location, config.lease_ttl_seconds()):
+        store_module.forget_conformations(location, chunks, layout=layout)
+        _render_chunks(location, source, spec, chunk_labels, chunks, projection,
+                       dict(client=client, n_workers=n_workers), progress=False)
 
 
 def open_particles(store, storage_options=None):
