@@ -10,6 +10,7 @@ from ._relion import export_relion as export_relion
 from ._simulate import (
     ParticleStoreError as ParticleStoreError,
     open_particles as open_particles,
+    repair_particles as repair_particles,
     simulate_images as simulate_images,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "export_relion",
     "open_particles",
     "relion_angles",
+    "repair_particles",
     "simulate_images",
 ]
