@@ -115,9 +115,10 @@ def _verify_particles(args) -> int:
 
 def _particle_store(store: str, options: dict):
     """The location of a particle store, or None (a potential store, or nothing)."""
-    from ..store import as_location, layout_from_parameters, read_parameters, ImageStackLayout
+    from ..store import ImageStackLayout, as_location, layout_from_parameters, read_parameters
 
     location = as_location(store, options)
+    location.check()
     parameters = read_parameters(location)
     if parameters is None or not isinstance(layout_from_parameters(parameters), ImageStackLayout):
         return None

@@ -112,7 +112,7 @@ def choose_z_chunk(shape, dtype: str, z_slabs: int = 1) -> int:
 class ImageStackLayout:
     """Shape, dtype and cutting of a particle store's `images` array: `images (particle,
     y, x)`, one shard (object) per chunk of `images_per_chunk` particles, one inner chunk
-    (zstd, crc32c) per image; `noise_sigma (particle,)` chunked alike; one `rendered`
+    (crc32c-checksummed) per image; `noise_sigma (particle,)` chunked alike; one `rendered`
     marker per chunk.
 
     **Arguments:**
@@ -150,11 +150,12 @@ class ImageStackLayout:
 
     def encoding(self) -> dict:
         """As `StoreLayout.encoding`; `noise_sigma` checksummed per chunk too."""
-        from zarr.codecs import Crc32cCodec, ZstdCodec
+        from zarr.codecs import Crc32cCodec
 
         return {
+            # Checksums without compression: noisy images do not compress.
             IMAGES: {"chunks": self.chunks, "shards": self.shards, "fill_value": 0.0,
-                     "_FillValue": None, "compressors": (ZstdCodec(level=1), Crc32cCodec())},
+                     "_FillValue": None, "compressors": (Crc32cCodec(),)},
             "noise_sigma": {"chunks": (self.images_per_chunk,), "_FillValue": None,
                             "compressors": (Crc32cCodec(),)},
             RENDERED: {"chunks": (1,)},

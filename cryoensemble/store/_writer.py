@@ -260,30 +260,28 @@ class StoreWriter:
         for i, s in empty:
             self._empty[i, s] = 1
         if self.location.is_local:
-            _fsync(self.location, written + [f"{EMPTY_SHARD}/c/{i}/{s}" for i, s in empty])
+            self._fsync(written + [f"{EMPTY_SHARD}/c/{i}/{s}" for i, s in empty])
 
     def mark_rendered(self, start: int, stop: int) -> None:
         """Mark conformations [start, stop) done (after all their data is written)."""
         self._rendered[start:stop] = 1
 
-
-
-def _fsync(location: StoreLocation, keys) -> None:
-    """Make local objects durable before the marker that says they are there."""
-    directories = set()
-    for key in keys:
-        path = os.path.join(location.url, *key.split("/"))
-        try:
-            descriptor = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            continue
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-        directories.add(os.path.dirname(path))
-    for directory in directories:
-        fsync_directory(directory)
+    def _fsync(self, keys) -> None:
+        """Make local objects durable before the marker that says they are there."""
+        directories = set()
+        for key in keys:
+            path = os.path.join(self.location.url, *key.split("/"))
+            try:
+                descriptor = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+            directories.add(os.path.dirname(path))
+        for directory in directories:
+            fsync_directory(directory)
 
 
 class ImageStackWriter:
@@ -327,11 +325,13 @@ class ImageStackWriter:
             self._empty[chunk, 0] = 1
             keys.append(f"{EMPTY_SHARD}/c/{chunk}/0")
         if self.location.is_local:
-            _fsync(self.location, keys)
+            self._fsync(keys)
 
     def mark_rendered(self, start: int, stop: int) -> None:
         """Mark chunks [start, stop) done (after all their data is written)."""
         self._rendered[start:stop] = 1
+
+    _fsync = StoreWriter._fsync
 
 
 def open_writer(store, storage_options=None) -> StoreWriter | ImageStackWriter:
