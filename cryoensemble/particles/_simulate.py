@@ -32,9 +32,9 @@ def _render_chunk(source, spec: ImageSpec, labels: dict, store, chunk: int, proj
         images, sigmas = render_batch(source, spec, labels)
     if store is None:
         return images, sigmas
-    from ..store import open_writer
+    from ..store import ImageStackWriter
 
-    writer = open_writer(store)
+    writer = ImageStackWriter(store)
     writer.write_chunk(chunk, images, sigmas)
     writer.mark_rendered(chunk, chunk + 1)
     return chunk

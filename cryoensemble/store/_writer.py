@@ -334,14 +334,9 @@ class ImageStackWriter:
     _fsync = StoreWriter._fsync
 
 
-def open_writer(store, storage_options=None) -> StoreWriter | ImageStackWriter:
-    """A `StoreWriter` for an existing potential store, an `ImageStackWriter` for a
-    particle store."""
-    location = as_location(store, storage_options)
-    identity = _identity(location)
-    if identity is not None and identity["format"] == ImageStackLayout.format:
-        return ImageStackWriter(location)
-    return StoreWriter(location)
+def open_writer(store, storage_options=None) -> StoreWriter:
+    """A `StoreWriter` for an existing store."""
+    return StoreWriter(as_location(store, storage_options))
 
 
 def write_volumes(store, start: int, volumes: np.ndarray, z_start: int = 0,
