@@ -7,8 +7,12 @@ from ._labels import (
     relion_angles as relion_angles,
 )
 from ._relion import export_relion as export_relion
-from ._simulate import open_particles as open_particles, simulate_images as simulate_images
-from ._store import ParticleStoreError as ParticleStoreError
+from ._simulate import (
+    ParticleStoreError as ParticleStoreError,
+    open_particles as open_particles,
+    repair_particles as repair_particles,
+    simulate_images as simulate_images,
+)
 
 
 __all__ = [
@@ -18,5 +22,6 @@ __all__ = [
     "export_relion",
     "open_particles",
     "relion_angles",
+    "repair_particles",
     "simulate_images",
 ]

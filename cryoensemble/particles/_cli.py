@@ -39,15 +39,28 @@ def _read_array(path: str, what: str):
         raise ValueError(f"{what} {path}: {error}") from None
 
 
+def _potential_store(inputs: list[str], options: dict):
+    """The location of a potential store given as the only input, else None."""
+    from ..store import as_location, read_parameters
+
+    if len(inputs) != 1 or ("://" not in inputs[0] and not os.path.isdir(inputs[0])):
+        return None
+    location = as_location(inputs[0], options)
+    parameters = read_parameters(location)
+    return location if parameters is not None and "n_conformations" in parameters else None
+
+
 def _images(args) -> int:
-    from ..cli import make_source
+    from ..cli import make_source, storage_options
     from ..sources import StructureFilesSource
     from ._labels import CTFDistribution
     from ._simulate import simulate_images
 
-    stored = len(args.inputs) == 1 and os.path.isfile(os.path.join(args.inputs[0], "zarr.json"))
-    # A potential store (a zarr directory) is imaged by Fourier slice; else atoms.
-    source = args.inputs[0] if stored else make_source(args)
+    options = storage_options(args)
+    # A potential store (a path or URL) is imaged by Fourier slice; else atoms.
+    location = _potential_store(args.inputs, options)
+    stored = location is not None
+    source = location if stored else make_source(args)
     weights = None
     if args.weights is not None and (stored or not isinstance(source, StructureFilesSource)):
         weights = _read_array(args.weights, "--weights")
@@ -65,13 +78,51 @@ def _images(args) -> int:
         dtype=args.dtype, images_per_chunk=args.batch_size, overwrite=args.overwrite,
         projection=args.projection, extra_b_factor=args.b_factor,
         scheduler_address=args.scheduler_address, gpus=args.gpus, n_workers=args.workers,
-        progress=not args.quiet,
+        progress=not args.quiet, storage_options=options,
     )
     elapsed = time.perf_counter() - start
     done = int(dataset["rendered"].sum())
     print(f"{args.out}: {dataset.sizes['particle']} particles {args.box}x{args.box} @ "
           f"{args.pixel_size} A ({done} / {dataset.sizes['chunk']} chunks done) in {elapsed:.1f} s")
     return 0
+
+
+def _verify_particles(args) -> int:
+    """`verify` of a particle store: markers, shards and checksums; `--repair` renders
+    the bad and missing chunks again from their stored labels."""
+    from ..cli import source_from_parameters, storage_options
+    from ..store import read_parameters, verify_store
+    from ._simulate import repair_particles
+
+    location = _particle_store(args.store, storage_options(args))
+    report = verify_store(location)
+    print(report.summary())
+    if args.sample:
+        print("verify: --sample applies to potential stores; every particle chunk's "
+              "checksum was read", file=sys.stderr)
+    if args.repair and not report.ok:
+        parameters = read_parameters(location)
+        description = parameters["source"]
+        source = (description["path"] if description.get("kind") == "potential-store"
+                  else source_from_parameters(parameters))
+        chunks = sorted(set(report.bad) | set(report.not_rendered))
+        print(f"repair: rendering {len(chunks)} chunk(s) again", flush=True)
+        repair_particles(location, source, chunks, n_workers=args.workers)
+        report = verify_store(location)
+        print(report.summary())
+    return 0 if report.ok else 1
+
+
+def _particle_store(store: str, options: dict):
+    """The location of a particle store, or None (a potential store, or nothing)."""
+    from ..store import ImageStackLayout, as_location, layout_from_parameters, read_parameters
+
+    location = as_location(store, options)
+    location.check()
+    parameters = read_parameters(location)
+    if parameters is None or not isinstance(layout_from_parameters(parameters), ImageStackLayout):
+        return None
+    return location
 
 
 def _export(args) -> int:
@@ -97,7 +148,10 @@ def _add_source_arguments(parser) -> None:
 
 
 def add_parsers(subparsers) -> None:
-    """Add `images` and `export` to the `cryoensemble` command's subparsers."""
+    """Add `images` and `export` to the `cryoensemble` command's subparsers (and let its
+    `verify` check particle stores)."""
+    from ..cli import parse_storage_option
+
     images = subparsers.add_parser(
         "images", help="simulate a labelled particle-image dataset from an ensemble",
         description="Particles drawn by conformation weight, uniform (or given) poses, "
@@ -106,7 +160,8 @@ def add_parsers(subparsers) -> None:
         "store made by `render` (its volumes by Fourier slice).",
     )
     _add_source_arguments(images)
-    images.add_argument("--out", required=True, help="zarr store directory")
+    images.add_argument("--out", required=True,
+                        help="zarr store: a path or URL (s3://bucket/p.zarr, gs://, file://)")
     images.add_argument("--n-images", type=int, required=True)
     images.add_argument("--box", type=int, required=True, help="image size, pixels")
     images.add_argument("--pixel-size", type=float, required=True, help="A")
@@ -136,6 +191,9 @@ def add_parsers(subparsers) -> None:
     images.add_argument("--workers", type=int, help="CPU worker processes (default: cores)")
     images.add_argument("--overwrite", action="store_true", help="replace a store made otherwise")
     images.add_argument("--quiet", action="store_true", help="no progress bar")
+    images.add_argument("--storage-option", type=parse_storage_option, action="append",
+                        metavar="KEY=VALUE", help="fsspec storage option (repeatable), "
+                        "e.g. endpoint_url=...")
     images.set_defaults(run=_images)
 
     export = subparsers.add_parser("export", help="export a particle store (RELION .mrcs + .star)")
@@ -144,6 +202,21 @@ def add_parsers(subparsers) -> None:
     export.add_argument("--images-per-stack", type=int, default=10000)
     export.add_argument("--overwrite", action="store_true")
     export.set_defaults(run=_export)
+
+    # `verify` (defined by cryoensemble.cli) checks particle stores too: its command
+    # dispatches on the store's kind.
+    verify = subparsers.choices.get("verify")
+    if verify is not None:
+        verify_potential = verify.get_default("run")
+
+        def run_verify(args) -> int:
+            from ..cli import storage_options
+
+            if _particle_store(args.store, storage_options(args)) is not None:
+                return _verify_particles(args)
+            return verify_potential(args)
+
+        verify.set_defaults(run=run_verify)
 
 
 def main(argv=None) -> int:

@@ -6,12 +6,12 @@ import os
 import numpy as np
 import pandas as pd
 
-from ._store import ParticleStoreError, read_parameters
+from ._simulate import ParticleStoreError, open_particles
 
 
 def export_relion(
-    store: str, directory: str, *, images_per_stack: int = 10000, name: str = "particles",
-    overwrite: bool = False,
+    store, directory: str, *, images_per_stack: int = 10000, name: str = "particles",
+    overwrite: bool = False, storage_options: dict | None = None,
 ) -> str:
     """Write `DIRECTORY/NAME_00000.mrcs, ...` and `DIRECTORY/NAME.star`.
 
@@ -23,25 +23,24 @@ def export_relion(
 
     **Arguments:**
 
-    - `store`: a rendered particle store.
+    - `store`: a rendered particle store (a path, URL or `StoreLocation`).
     - `directory`: the output folder (created).
     - `images_per_stack`: images per `.mrcs` file.
     - `name`: the stem of the file names.
     - `overwrite`: replace existing files.
+    - `storage_options`: fsspec options of a `store` URL.
 
     **Returns:** the path of the star file.
     """
     import mrcfile
     import starfile
 
-    from ._simulate import open_particles
+    from ..store import read_parameters
 
-    parameters = read_parameters(store)
-    if parameters is None:
-        raise ParticleStoreError(f"{store}: not a cryoensemble particle store")
     if images_per_stack < 1:
         raise ValueError(f"images_per_stack: must be >= 1; got {images_per_stack}")
-    dataset = open_particles(store)
+    dataset = open_particles(store, storage_options)
+    parameters = read_parameters(store, storage_options)
     missing = int((~dataset["rendered"].values.astype(bool)).sum())
     if missing:
         raise ParticleStoreError(f"{store}: {missing} chunks not rendered yet; rerun the simulation")

@@ -7,27 +7,43 @@ import sys
 
 import numpy as np
 
+from ..errors import StoreMismatchError
 from ..sources import AbstractEnsembleSource
-from . import _store
 from ._labels import CTFDistribution, ParticleParameterError, conformation_weights, draw_labels
 from ._render import CTF_LABELS, ImageSpec, render_batch
 from ._volumes import PROJECTIONS, StoredVolumes, render_volume_batch
 
 
 _DEFAULT_CTF = CTFDistribution()
+_IMAGE_ATTRIBUTES = ("units", "pixel_size_angstrom", "centre_angstrom", "voltage_kilovolts", "snr",
+                     "ctf", "projection", "noise")
 
 
-def _render_chunk(source, spec: ImageSpec, labels: dict, store: str | None, chunk: int,
-                  projection: str):
+class ParticleStoreError(StoreMismatchError):
+    """A store that cannot hold, or does not hold, this particle dataset."""
+
+
+def _render_chunk(source, spec: ImageSpec, labels: dict, store, chunk: int, projection: str):
+    """One chunk's images and sigmas, returned (`store` None) or written to the store
+    (a `StoreLocation`) with its marker."""
     if isinstance(source, StoredVolumes):
         images, sigmas = render_volume_batch(source, spec, projection, labels, CTF_LABELS)
     else:
         images, sigmas = render_batch(source, spec, labels)
     if store is None:
         return images, sigmas
-    _store.write_chunk(store, chunk, images, sigmas)
-    _store.mark_done(store, chunk)
+    from ..store import ImageStackWriter
+
+    writer = ImageStackWriter(store)
+    writer.write_chunk(chunk, images, sigmas)
+    writer.mark_rendered(chunk, chunk + 1)
     return chunk
+
+
+def _is_location(value) -> bool:
+    from ..store import StoreLocation
+
+    return isinstance(value, StoreLocation)
 
 
 def _shape(box) -> tuple[int, int]:
@@ -84,6 +100,7 @@ def simulate_images(
     gpus: int | None = None,
     n_workers: int | None = None,
     progress: bool = False,
+    storage_options: dict | None = None,
 ):
     """Simulate a labelled particle-image dataset from an ensemble.
 
@@ -110,9 +127,11 @@ def simulate_images(
     - `snr`: signal-to-noise ratio (variance of the noiseless image over the box over
       the noise variance), or None for no noise.
     - `seed`: the integer seed of every random draw.
-    - `store`: a zarr directory to write (resumable: a rerun renders only the missing
-      chunks); None returns the dataset lazily (dask-backed, computed on the current
-      Dask scheduler).
+    - `store`: a path, URL (`s3://bucket/p.zarr`, ...) or `cryoensemble.store.StoreLocation`
+      to write, through the store package as `render_ensemble` (writer lease, crc32c
+      checksums, resumable: a rerun renders only the missing chunks; `cryoensemble
+      verify` checks it); None returns the dataset lazily (dask-backed, computed on the
+      current Dask scheduler).
     - `voltage_in_kilovolts`: kV; `weights`: per-conformation weights (default: the
       source's `weight` label, else uniform); `shift_sigma`: standard deviation of the
       in-plane shifts, A; `dtype`: "float32" or "float16".
@@ -129,6 +148,8 @@ def simulate_images(
     - `client`, `scheduler_address`, `gpus`, `n_workers`: the Dask cluster (as
       `render_ensemble`); with `store`, an embedded one by default.
     - `progress`: show a progress bar.
+    - `storage_options`: fsspec options of a `store` URL (and of a potential store
+      given as `source`).
 
     **Returns:** an xarray Dataset: `images (particle, y, x)`, `noise_sigma (particle,)`,
     the labels as coordinates (and `rendered (chunk,)` for a store).
@@ -137,8 +158,8 @@ def simulate_images(
     import dask.array as da
     import xarray as xr
 
-    if isinstance(source, (str, os.PathLike)):
-        source = StoredVolumes(source)
+    if isinstance(source, (str, os.PathLike)) or _is_location(source):
+        source = StoredVolumes(source, storage_options)
     elif not isinstance(source, AbstractEnsembleSource):
         raise ParticleParameterError(
             "source: expected a cryoensemble.sources ensemble source or a potential store "
@@ -228,7 +249,12 @@ def simulate_images(
             {"images": (("particle", "y", "x"), images, attrs), "noise_sigma": ("particle", sigmas)},
             coords=coords)
 
-    path = os.path.abspath(os.fspath(store))
+    from .. import store as store_module
+    from ..distributed import config
+
+    location = store_module.as_location(store, storage_options)
+    location.check()
+    store_module.check_target(location)
     parameters = {
         "n_images": int(n_images), "shape": list(shape), "pixel_size": spec.pixel_size,
         "voltage_in_kilovolts": spec.voltage_in_kilovolts,
@@ -241,35 +267,99 @@ def simulate_images(
         "extra_b_factor": float(extra_b_factor),
         "projection": projection if isinstance(source, StoredVolumes) else "exact atoms",
     }
-    template = xr.Dataset(
-        {"images": (("particle", "y", "x"),
-                    da.zeros((n_images,) + shape, dtype=dtype, chunks=(per_chunk,) + shape), attrs),
-         "noise_sigma": ("particle", da.zeros(n_images, chunks=per_chunk)),
-         "rendered": ("chunk", da.zeros(n_chunks, dtype=bool, chunks=1))},
-        coords=coords)
-    _store.create_store(path, template, parameters, overwrite=overwrite)
-    todo = [c for c in np.flatnonzero(~_store.done_chunks(path))]
-    if todo:
-        from ..distributed import connect
-
-        with connect(client, scheduler_address, gpus, n_workers) as dask_client:
-            futures = [dask_client.submit(_render_chunk, source, spec, chunk_labels(c), path, int(c),
-                                          projection, pure=False)
-                       for c in todo]
-            if progress:
-                from distributed import progress as show_progress
-
-                print(f"dashboard: {dask_client.dashboard_link}", file=sys.stderr, flush=True)
-                show_progress(futures)
-            dask_client.gather(futures)
-    return open_particles(path)
+    layout = store_module.ImageStackLayout(int(n_images), shape, dtype, per_chunk)
+    with store_module.acquire_lease(location, config.lease_ttl_seconds()):
+        # The images' attributes are the store's (the root group's) attributes.
+        store_module.prepare_store(location, layout, parameters, coords, attrs,
+                                   overwrite=overwrite)
+        todo = np.flatnonzero(~store_module.done_conformations(location, layout))
+        _render_chunks(location, source, spec, chunk_labels, todo, projection,
+                       dict(client=client, scheduler_address=scheduler_address, gpus=gpus,
+                            n_workers=n_workers), progress)
+    return open_particles(location)
 
 
-def open_particles(path: str):
-    """Open a particle store lazily as an xarray Dataset."""
-    import xarray as xr
+def _render_chunks(location, source, spec: ImageSpec, chunk_labels, todo, projection: str,
+                   cluster: dict, progress: bool) -> None:
+    """Render and write the chunks `todo` on the Dask cluster `cluster` (the caller holds
+    the store's lease)."""
+    from ..distributed import connect
 
-    if _store.read_parameters(path) is None:
-        raise _store.ParticleStoreError(f"{path}: not a cryoensemble particle store")
-    return xr.open_zarr(path, consolidated=False, zarr_format=3)
+    if not len(todo):
+        return
+    with connect(cluster.get("client"), cluster.get("scheduler_address"), cluster.get("gpus"),
+                 cluster.get("n_workers")) as dask_client:
+        futures = [dask_client.submit(_render_chunk, source, spec, chunk_labels(c), location,
+                                      int(c), projection, pure=False)
+                   for c in todo]
+        if progress:
+            from distributed import progress as show_progress
 
+            print(f"dashboard: {dask_client.dashboard_link}", file=sys.stderr, flush=True)
+            show_progress(futures)
+        dask_client.gather(futures)
+
+
+def repair_particles(store, source, chunks, *, storage_options=None, client=None,
+                     n_workers: int | None = None) -> None:
+    """Render chunks of a particle store again from its stored labels (what `cryoensemble
+    verify --repair` does to the bad and missing chunks): their markers, shards and
+    empty records are removed first, under the store's writer lease.
+
+    **Arguments:**
+
+    - `store`: the particle store (path, URL or `StoreLocation`).
+    - `source`: the ensemble source (or potential store) it was made from.
+    - `chunks`: the chunk indices.
+    - `storage_options`, `client`, `n_workers`: as for `simulate_images`.
+    """
+    from .. import store as store_module
+    from ..distributed import config
+
+    location = store_module.as_location(store, storage_options)
+    parameters = store_module.read_parameters(location)
+    if parameters is None or "images_per_chunk" not in parameters:
+        raise ParticleStoreError(f"{location.url}: not a cryoensemble particle store")
+    layout = store_module.ImageStackLayout.from_parameters(parameters)
+    if isinstance(source, (str, os.PathLike)) or _is_location(source):
+        source = StoredVolumes(source, storage_options)
+    spec = ImageSpec(shape=tuple(layout.shape), pixel_size=float(parameters["pixel_size"]),
+                     voltage_in_kilovolts=float(parameters["voltage_in_kilovolts"]),
+                     uses_ctf=parameters["ctf"] is not None, snr=parameters["snr"],
+                     dtype=layout.dtype, images_per_chunk=layout.images_per_chunk,
+                     images_per_step=None, centre=tuple(parameters["centre"]),
+                     extra_b_factor=float(parameters["extra_b_factor"]))
+    projection = parameters["projection"]
+    dataset = open_particles(location)
+    names = ["conformation", "quaternion", "shift_x", "shift_y", "noise_seed"]
+    names += list(CTF_LABELS) if spec.uses_ctf else []
+
+    def chunk_labels(c):
+        rows = slice(*layout.unit_range(int(c)))
+        return {name: dataset[name][rows].values for name in names}
+
+    chunks = sorted({int(c) for c in chunks})
+    with store_module.acquire_lease(location, config.lease_ttl_seconds()):
+        store_module.forget_conformations(location, chunks, layout=layout)
+        _render_chunks(location, source, spec, chunk_labels, chunks, projection,
+                       dict(client=client, n_workers=n_workers), progress=False)
+
+
+def open_particles(store, storage_options=None):
+    """Open a particle store (a path or URL) lazily as an xarray Dataset.
+
+    **Arguments:**
+
+    - `store`: a path, URL or `cryoensemble.store.StoreLocation`.
+    - `storage_options`: fsspec options of a URL.
+    """
+    from .. import store as store_module
+
+    location = store_module.as_location(store, storage_options)
+    parameters = store_module.read_parameters(location)
+    if parameters is None or "images_per_chunk" not in parameters:
+        raise ParticleStoreError(f"{location.url}: not a cryoensemble particle store")
+    dataset = store_module.open_store(location)
+    dataset["images"].attrs.update({k: v for k, v in dataset.attrs.items()
+                                    if k in _IMAGE_ATTRIBUTES})
+    return dataset

@@ -1,7 +1,6 @@
 """Images of stored volumes: a potential store's conformations by Fourier slice."""
 
 import hashlib
-import os
 
 import equinox as eqx
 import jax
@@ -13,6 +12,7 @@ from ..errors import CryoEnsembleError
 from ..ndimage import FourierGaussian
 from ..simulator import (
     AstigmaticCTF,
+    BasicImageConfig,
     ContrastTransferTheory,
     FourierSliceExtraction,
     FourierVoxelGridVolume,
@@ -37,29 +37,29 @@ class StoredVolumes:
 
     **Arguments:**
 
-    - `path`: the store directory.
+    - `store`: a path, URL or `cryoensemble.store.StoreLocation`.
+    - `storage_options`: fsspec options of a URL.
     """
 
-    def __init__(self, path):
-        self.path = os.path.abspath(os.fspath(path))
-        try:
-            group = zarr.open_group(self.path, mode="r")
-            potential = group["potential"]
-        except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError):
-            raise PotentialStoreError(
-                f"{self.path}: not a potential store (no `potential` array)") from None
-        if potential.ndim != 4 or len(set(potential.shape[1:])) != 1:
-            raise PotentialStoreError(
-                f"{self.path}: imaging needs cubic volumes; `potential` is {potential.shape}")
-        if "rendered" in group and not np.all(np.asarray(group["rendered"][:]) != 0):
-            raise PotentialStoreError(f"{self.path}: not every conformation is rendered yet")
-        x = np.asarray(group["x"][:], np.float64)
-        self.voxel_size = float(np.median(np.diff(x)))
-        self.shape = tuple(int(s) for s in potential.shape[1:])
-        self.n_conformations = int(potential.shape[0])
-        import xarray as xr
+    def __init__(self, store, storage_options=None):
+        from .. import store as store_module
 
-        dataset = xr.open_zarr(self.path, consolidated=None)
+        self.location = store_module.as_location(store, storage_options)
+        self.path = self.location.url
+        parameters = store_module.read_parameters(self.location)
+        if parameters is None or "n_conformations" not in parameters:
+            raise PotentialStoreError(f"{self.path}: not a potential store (made by render)")
+        layout = store_module.layout_from_parameters(parameters)
+        if len(set(layout.shape)) != 1:
+            raise PotentialStoreError(
+                f"{self.path}: imaging needs cubic volumes; `potential` is {layout.shape}")
+        if not store_module.done_conformations(self.location, layout).all():
+            raise PotentialStoreError(f"{self.path}: not every conformation is rendered yet")
+        dataset = store_module.open_store(self.location)
+        x = np.asarray(dataset["x"].values, np.float64)
+        self.voxel_size = float(np.median(np.diff(x)))
+        self.shape = tuple(int(n) for n in layout.shape)
+        self.n_conformations = layout.n_conformations
         self._labels = {name: np.asarray(values) for name, values in dataset.coords.items()
                         if values.dims == ("conformation",) and name != "conformation"}
 
@@ -72,23 +72,26 @@ class StoredVolumes:
 
     def read(self, index: int) -> np.ndarray:
         """One conformation's volume, [z, y, x], float32."""
-        return np.asarray(zarr.open_array(self.path, path="potential", mode="r")[index], np.float32)
+        from ..store import POTENTIAL
+
+        array = zarr.open_array(self.location.zarr_store(read_only=True), path=POTENTIAL, mode="r")
+        return np.asarray(array[index], np.float32)
 
     def description(self) -> dict:
-        meta = os.path.join(self.path, "potential", "zarr.json")
-        with open(meta, "rb") as handle:
-            digest = hashlib.sha256(handle.read()).hexdigest()
+        from ..store import POTENTIAL
+
+        digest = hashlib.sha256(self.location.get(f"{POTENTIAL}/zarr.json") or b"").hexdigest()
         return {"kind": "potential-store", "path": self.path, "shape": list(self.shape),
                 "n": self.n_conformations, "potential_metadata_sha256": digest}
 
 
 @eqx.filter_jit
-def _images_of_volume(volume, integrator, quaternions, shifts, ctf, seeds, snr, pixel_size,
+def _images_of_volume(volume, integrator, image_config, quaternions, shifts, ctf, seeds, snr, pixel_size,
                       voltage, step: int):
     def one(particle):
         q, shift, ctf_row, seed = particle
         rotated = volume.rotate_to_pose(QuaternionPose(wxyz=q))
-        projection = integrator(rotated)
+        projection = integrator.integrate(rotated, image_config, outputs_real_space=True)
         theory = None
         if ctf is not None:
             du, dv, angle, phase_shift, b_factor, cs, ac = (ctf_row[j] for j in range(7))
@@ -110,7 +113,9 @@ def render_volume_batch(volumes: StoredVolumes, spec, projection: str, labels: d
     n = len(labels["conformation"])
     images = np.empty((n,) + spec.shape, spec.dtype)
     sigmas = np.empty(n, np.float64)
-    integrator = FourierSliceExtraction(volumes.voxel_size, shape=spec.shape)
+    integrator = FourierSliceExtraction()
+    # The volume's voxels are the image's pixels; the padded slice is cropped to the box.
+    image_config = BasicImageConfig(spec.shape, volumes.voxel_size, spec.voltage_in_kilovolts)
     for conformation in np.unique(labels["conformation"]):
         rows = np.flatnonzero(labels["conformation"] == conformation)
         grid = jnp.asarray(volumes.read(int(conformation)))
@@ -124,7 +129,7 @@ def render_volume_batch(volumes: StoredVolumes, spec, projection: str, labels: d
         ctf = (None if not spec.uses_ctf else
                jnp.asarray(np.stack([labels[k][take] for k in ctf_labels], 1), jnp.float32))
         out, sigma = _images_of_volume(
-            volume, integrator, jnp.asarray(labels["quaternion"][take], jnp.float32),
+            volume, integrator, image_config, jnp.asarray(labels["quaternion"][take], jnp.float32),
             jnp.asarray(np.stack([labels["shift_x"][take], labels["shift_y"][take]], 1), jnp.float32),
             ctf, jnp.asarray(labels["noise_seed"][take]), spec.snr, spec.pixel_size,
             spec.voltage_in_kilovolts, min(images_per_step(spec), size))

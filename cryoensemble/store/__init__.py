@@ -1,10 +1,12 @@
 """The volume store: an xarray Dataset in a zarr (format 3) store at any fsspec URL.
 
-Layout (`StoreLayout`): `potential` (conformation, z, y, x), A^-2, float32 or float16, one
-zarr v3 shard (one object) per conformation or per z-slab of it, inner chunks
+Potential stores (`StoreLayout`): `potential` (conformation, z, y, x), A^-2, float32 or
+float16, one zarr v3 shard (one object) per conformation or per z-slab of it, inner chunks
 zstd-compressed and crc32c-checksummed, empty inner chunks not stored; coordinates in A;
 per-conformation labels from the source; `rendered` and `empty_shard` markers (see
-`_schema`). Plain zarr v3: zarr-python and xarray open it without cryoensemble.
+`_schema`). Particle stores (`ImageStackLayout`, `ImageStackWriter`) follow the same
+rules with `images (particle, y, x)` cut into chunks of particles. Plain zarr v3:
+zarr-python and xarray open it without cryoensemble.
 
 The distributed layer needs nothing but a `StoreLocation` and these functions:
 `prepare_store`, `done_conformations`, `open_writer` (`StoreWriter.write_volumes`,
@@ -14,16 +16,20 @@ The distributed layer needs nothing but a `StoreLocation` and these functions:
 from ..errors import StoreCorruptionError, StoreLeaseError, StoreLocationError, StoreMismatchError
 from ._layout import (
     EMPTY_SHARD as EMPTY_SHARD,
+    IMAGES as IMAGES,
     POTENTIAL as POTENTIAL,
     RENDERED as RENDERED,
+    ImageStackLayout as ImageStackLayout,
     StoreLayout as StoreLayout,
     choose_z_chunk as choose_z_chunk,
+    layout_from_parameters as layout_from_parameters,
 )
 from ._lease import StoreLease as StoreLease, acquire_lease as acquire_lease, read_lease as read_lease
 from ._location import StoreLocation as StoreLocation
 from ._schema import canonical as canonical_parameters, package_versions as package_versions
 from ._verify import VerifyReport as VerifyReport, verify_store as verify_store
 from ._writer import (
+    ImageStackWriter as ImageStackWriter,
     StoreWriter as StoreWriter,
     as_location as as_location,
     check_target as check_target,
@@ -39,10 +45,10 @@ from ._writer import (
 
 
 __all__ = [
-    "EMPTY_SHARD", "POTENTIAL", "RENDERED", "StoreCorruptionError", "StoreLayout", "StoreLease",
+    "EMPTY_SHARD", "IMAGES", "ImageStackLayout", "ImageStackWriter", "POTENTIAL", "RENDERED", "StoreCorruptionError", "StoreLayout", "StoreLease",
     "StoreLeaseError", "StoreLocation", "StoreLocationError", "StoreMismatchError", "StoreWriter",
     "VerifyReport", "acquire_lease", "as_location", "canonical_parameters", "check_target", "choose_z_chunk",
-    "done_conformations", "forget_conformations", "mark_rendered", "open_store", "open_writer",
+    "done_conformations", "forget_conformations", "layout_from_parameters", "mark_rendered", "open_store", "open_writer",
     "package_versions", "prepare_store", "read_lease", "read_parameters", "verify_store",
     "write_volumes",
 ]

@@ -7,6 +7,7 @@ import numpy as np
 
 
 POTENTIAL = "potential"
+IMAGES = "images"
 RENDERED = "rendered"
 # Bookkeeping arrays live in a subgroup, which xarray's view of the root group leaves out.
 BOOKKEEPING = "bookkeeping"
@@ -34,6 +35,21 @@ class StoreLayout:
     shape: tuple[int, int, int]
     dtype: str
     z_chunk: int
+
+    # What the generic store code needs of any layout (see `ImageStackLayout`): the data
+    # array, the units a marker stands for, the shards of one unit, the identity format.
+    array = POTENTIAL
+    unit_dim = "conformation"
+    format = "cryoensemble-potential-store"
+
+    @property
+    def n_units(self) -> int:
+        """Units of work (one `rendered` marker each): the conformations."""
+        return self.n_conformations
+
+    @property
+    def shards_per_unit(self) -> int:
+        return self.n_z_chunks
 
     @property
     def shards(self) -> tuple[int, int, int, int]:
@@ -90,3 +106,70 @@ def choose_z_chunk(shape, dtype: str, z_slabs: int = 1) -> int:
         return -(-nz // z_slabs)
     plane = ny * nx * np.dtype(dtype).itemsize
     return max(1, min(nz, _MAX_SHARD_BYTES // plane))
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageStackLayout:
+    """Shape, dtype and cutting of a particle store's `images` array: `images (particle,
+    y, x)`, one shard (object) per chunk of `images_per_chunk` particles, one inner chunk
+    (crc32c-checksummed) per image; `noise_sigma (particle,)` chunked alike; one `rendered`
+    marker per chunk.
+
+    **Arguments:**
+
+    - `n_images`, `shape` (NY, NX), `dtype` ("float32" or "float16"), `images_per_chunk`.
+    """
+
+    n_images: int
+    shape: tuple[int, int]
+    dtype: str
+    images_per_chunk: int
+
+    array = IMAGES
+    unit_dim = "chunk"
+    format = "cryoensemble-particle-store"
+    shards_per_unit = 1
+
+    @property
+    def n_units(self) -> int:
+        """Chunks of particles (one `rendered` marker and one shard each)."""
+        return -(-self.n_images // self.images_per_chunk)
+
+    @property
+    def shards(self) -> tuple[int, int, int]:
+        return (self.images_per_chunk,) + tuple(self.shape)
+
+    @property
+    def chunks(self) -> tuple[int, int, int]:
+        return (1,) + tuple(self.shape)
+
+    def unit_range(self, unit: int) -> tuple[int, int]:
+        """Particles [start, stop) of a chunk."""
+        start = unit * self.images_per_chunk
+        return start, min(self.n_images, start + self.images_per_chunk)
+
+    def encoding(self) -> dict:
+        """As `StoreLayout.encoding`; `noise_sigma` checksummed per chunk too."""
+        from zarr.codecs import Crc32cCodec
+
+        return {
+            # Checksums without compression: noisy images do not compress.
+            IMAGES: {"chunks": self.chunks, "shards": self.shards, "fill_value": 0.0,
+                     "_FillValue": None, "compressors": (Crc32cCodec(),)},
+            "noise_sigma": {"chunks": (self.images_per_chunk,), "_FillValue": None,
+                            "compressors": (Crc32cCodec(),)},
+            RENDERED: {"chunks": (1,)},
+        }
+
+    @classmethod
+    def from_parameters(cls, parameters: dict) -> "ImageStackLayout":
+        return cls(int(parameters["n_images"]), tuple(parameters["shape"]), parameters["dtype"],
+                   int(parameters["images_per_chunk"]))
+
+
+def layout_from_parameters(parameters: dict, format: str | None = None):
+    """The layout a store's parameters (and identity format) describe."""
+    if format == ImageStackLayout.format or "images_per_chunk" in parameters:
+        return ImageStackLayout.from_parameters(parameters)
+    return StoreLayout(int(parameters["n_conformations"]), tuple(parameters["shape"]),
+                       parameters["dtype"], int(parameters["z_chunk"]))

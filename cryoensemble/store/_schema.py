@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from ._layout import EMPTY_SHARD, POTENTIAL, RENDERED, StoreLayout
+from ._layout import EMPTY_SHARD, IMAGES, POTENTIAL, RENDERED, ImageStackLayout, StoreLayout
 
 
 IDENTITY = "cryoensemble.json"
-FORMAT = "cryoensemble-potential-store"
+FORMAT = StoreLayout.format
+FORMATS = (StoreLayout.format, ImageStackLayout.format)
 FORMAT_VERSION = 2
 
 
@@ -45,9 +46,10 @@ def canonical(parameters: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(dict(parameters, store_format=FORMAT_VERSION)))
 
 
-def identity_document(parameters: dict[str, Any], created: str | None = None) -> bytes:
+def identity_document(parameters: dict[str, Any], created: str | None = None,
+                      format: str = FORMAT) -> bytes:
     created = created or datetime.datetime.now(datetime.timezone.utc).isoformat()
-    return json.dumps({"format": FORMAT, "parameters": parameters, "created": created},
+    return json.dumps({"format": format, "parameters": parameters, "created": created},
                       sort_keys=True, indent=1).encode()
 
 
@@ -59,7 +61,7 @@ def parse_identity(data: bytes | None) -> dict[str, Any] | None:
         document = json.loads(data)
     except ValueError:
         return None
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
+    if not isinstance(document, dict) or document.get("format") not in FORMATS:
         return None
     return document
 
@@ -86,15 +88,9 @@ def differences(old: dict, new: dict, prefix="") -> list[str]:
     return out
 
 
-def metadata_objects(layout: StoreLayout, parameters: dict[str, Any],
-                     labels: dict[str, np.ndarray], attributes: dict[str, Any],
-                     created: str) -> dict[str, bytes]:
-    """Every object of a new store except array data: the zarr metadata documents (the
-    root `zarr.json` consolidated) and the coordinate chunks, built by xarray into a
-    scratch folder so they are exactly what xarray writes."""
+def _potential_template(layout: StoreLayout, parameters, labels):
     import dask.array as da
     import xarray as xr
-    import zarr
 
     from ..coordinates.grids import make_coordinate_axis
 
@@ -128,6 +124,42 @@ def metadata_objects(layout: StoreLayout, parameters: dict[str, Any],
     )
     for axis in ("z", "y", "x"):
         dataset[axis].attrs.update(units="A", long_name=f"{axis} of voxel centres")
+    return dataset
+
+
+def _image_stack_template(layout: ImageStackLayout, coords):
+    import dask.array as da
+    import xarray as xr
+
+    n, shape = layout.n_images, tuple(layout.shape)
+    return xr.Dataset(
+        {
+            IMAGES: (("particle", "y", "x"),
+                     da.zeros((n,) + shape, dtype=layout.dtype, chunks=layout.shards)),
+            "noise_sigma": ("particle", da.zeros(n, chunks=layout.images_per_chunk), {
+                "long_name": "standard deviation of the image's white noise"}),
+            RENDERED: (("chunk",), da.zeros((layout.n_units,), dtype=np.uint8, chunks=1), {
+                "long_name": "1 once the chunk's images are fully written",
+            }),
+        },
+        coords=coords,
+    )
+
+
+def metadata_objects(layout, parameters: dict[str, Any],
+                     labels: dict[str, Any], attributes: dict[str, Any],
+                     created: str) -> dict[str, bytes]:
+    """Every object of a new store except array data: the zarr metadata documents (the
+    root `zarr.json` consolidated) and the coordinate chunks, built by xarray into a
+    scratch folder so they are exactly what xarray writes. `labels`: per-conformation
+    arrays of a `StoreLayout`, xarray coordinates of an `ImageStackLayout`."""
+    import zarr
+
+    if isinstance(layout, ImageStackLayout):
+        dataset = _image_stack_template(layout, labels)
+    else:
+        dataset = _potential_template(layout, parameters, labels)
+    n = layout.n_units
     dataset.attrs.update(attributes)
     dataset.attrs["cryoensemble_parameters"] = json.dumps(parameters, sort_keys=True)
     dataset.attrs["created"] = created
@@ -140,8 +172,8 @@ def metadata_objects(layout: StoreLayout, parameters: dict[str, Any],
                             encoding=layout.encoding(), consolidated=False)
             group, name = EMPTY_SHARD.split("/")
             zarr.open_group(scratch, mode="r+").require_group(group).create_array(
-                name, shape=(n, layout.n_z_chunks), chunks=(1, 1), dtype="uint8", fill_value=0,
-                attributes={"long_name": "1 where a z-shard of potential is all zeros "
+                name, shape=(n, layout.shards_per_unit), chunks=(1, 1), dtype="uint8", fill_value=0,
+                attributes={"long_name": f"1 where a shard of {layout.array} is all zeros "
                             "(zarr stores no object for it)"})
             zarr.consolidate_metadata(scratch, zarr_format=3)
         objects = {}

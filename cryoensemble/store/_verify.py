@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 
-from ._layout import EMPTY_SHARD, POTENTIAL, RENDERED, StoreLayout
+from ._layout import EMPTY_SHARD, RENDERED, ImageStackLayout, layout_from_parameters
 from ._schema import IDENTITY, parse_identity
 from ._writer import ROOT_METADATA, as_location, read_parameters, stored_objects
 
@@ -14,10 +14,12 @@ from ._writer import ROOT_METADATA, as_location, read_parameters, stored_objects
 class VerifyReport:
     """What `verify_store` found.
 
-    - `store`: the URL; `n_conformations`; `done`: conformations marked and intact.
-    - `bad`: {conformation: reason} for marked conformations whose data is missing or
-      fails its checksum (render them again: `verify --repair`).
-    - `not_rendered`: conformations without a marker (a resume renders them).
+    - `store`: the URL; `n_conformations`: its units (conformations of a potential
+      store, chunks of particles of a particle store, `unit` says which); `done`: units
+      marked and intact.
+    - `bad`: {unit: reason} for marked units whose data is missing or fails its
+      checksum (render them again: `verify --repair`).
+    - `not_rendered`: units without a marker (a resume renders them).
     - `metadata`: problems with the store's metadata (a rerun of render rewrites it).
     - `sample`: {conformation: relative L2 against a fresh render} when sampled.
     """
@@ -30,6 +32,7 @@ class VerifyReport:
     metadata: list[str] = dataclasses.field(default_factory=list)
     sample: dict[int, float] = dataclasses.field(default_factory=dict)
     sample_tolerance: float = 0.0
+    unit: str = "conformation"
 
     @property
     def sample_failures(self) -> dict[int, float]:
@@ -40,10 +43,10 @@ class VerifyReport:
         return not (self.bad or self.not_rendered or self.metadata or self.sample_failures)
 
     def summary(self) -> str:
-        lines = [f"{self.store}: {len(self.done)} / {self.n_conformations} conformations "
+        lines = [f"{self.store}: {len(self.done)} / {self.n_conformations} {self.unit}s "
                  f"intact, {len(self.bad)} bad, {len(self.not_rendered)} not rendered"]
         lines += [f"  metadata: {problem}" for problem in self.metadata]
-        lines += [f"  conformation {i}: {reason}" for i, reason in sorted(self.bad.items())]
+        lines += [f"  {self.unit} {i}: {reason}" for i, reason in sorted(self.bad.items())]
         if self.not_rendered:
             shown = ", ".join(map(str, self.not_rendered[:20]))
             more = " ..." if len(self.not_rendered) > 20 else ""
@@ -76,10 +79,15 @@ def verify_store(store, storage_options=None, check_data: bool = True) -> Verify
     parameters = read_parameters(location)
     if parameters is None:
         raise StoreMismatchError(f"{location.url}: not a cryoensemble store")
-    if parse_identity(location.get(IDENTITY)) is None:
+    identity = parse_identity(location.get(IDENTITY))
+    if identity is None:
         report.metadata.append(f"{IDENTITY} missing or unreadable")
-    for key in (ROOT_METADATA, f"{POTENTIAL}/zarr.json", f"{RENDERED}/zarr.json",
-                f"{EMPTY_SHARD}/zarr.json"):
+    layout = layout_from_parameters(parameters, identity and identity["format"])
+    stack = isinstance(layout, ImageStackLayout)
+    report.unit = layout.unit_dim
+    extras = ["noise_sigma"] if stack else []
+    for key in (ROOT_METADATA, f"{layout.array}/zarr.json", f"{RENDERED}/zarr.json",
+                f"{EMPTY_SHARD}/zarr.json", *(f"{name}/zarr.json" for name in extras)):
         data = location.get(key)
         try:
             json.loads(data) if data is not None else None
@@ -87,30 +95,34 @@ def verify_store(store, storage_options=None, check_data: bool = True) -> Verify
             data = None
         if data is None:
             report.metadata.append(f"{key} missing or unreadable")
-    layout = StoreLayout(int(parameters["n_conformations"]), tuple(parameters["shape"]),
-                         parameters["dtype"], int(parameters["z_chunk"]))
-    report.n_conformations = layout.n_conformations
-    objects = stored_objects(location)
+    report.n_conformations = layout.n_units
+    objects = stored_objects(location, layout)
     present = objects["shards"] | objects["empty"]
-    for i in range(layout.n_conformations):
+    extra_chunks = {name: {key for key in location.list_keys(f"{name}/c")} for name in extras}
+    for i in range(layout.n_units):
         if i not in objects["markers"]:
             report.not_rendered.append(i)
             continue
-        missing = [s for s in range(layout.n_z_chunks) if (i, s) not in present]
+        missing = [s for s in range(layout.shards_per_unit) if (i, s) not in present]
         if missing:
-            report.bad[i] = f"shard(s) {missing} of potential missing"
-    if check_data and not any(k.startswith(f"{POTENTIAL}/") for k in report.metadata):
-        array = zarr.open_array(location.zarr_store(read_only=True), path=POTENTIAL, mode="r")
+            report.bad[i] = f"shard(s) {missing} of {layout.array} missing"
+        for name in extras:
+            if f"{name}/c/{i}" not in extra_chunks[name]:
+                report.bad[i] = f"chunk of {name} missing"
+    if check_data and not any(k.startswith(f"{layout.array}/") for k in report.metadata):
+        arrays = [zarr.open_array(location.zarr_store(read_only=True), path=name, mode="r")
+                  for name in [layout.array] + extras]
         for i in sorted(objects["markers"] - set(report.bad)):
-            if i >= layout.n_conformations:
+            if i >= layout.n_units:
                 continue
+            rows = slice(*layout.unit_range(i)) if stack else i
             try:
-                values = array[i]
+                values = [array[rows] for array in arrays]
             except Exception as error:  # noqa: BLE001 - any decode failure is damage
                 report.bad[i] = f"unreadable ({_first_line(error)})"
                 continue
-            if not np.isfinite(values).all():
+            if not all(np.isfinite(v).all() for v in values):
                 report.bad[i] = "non-finite values"
     report.done = [i for i in sorted(objects["markers"])
-                   if i < layout.n_conformations and i not in report.bad]
+                   if i < layout.n_units and i not in report.bad]
     return report

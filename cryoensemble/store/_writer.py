@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from ..errors import StoreMismatchError
-from ._layout import EMPTY_SHARD, POTENTIAL, RENDERED, StoreLayout
+from ._layout import EMPTY_SHARD, IMAGES, POTENTIAL, RENDERED, ImageStackLayout, StoreLayout
 from ._lease import LEASE
 from ._location import StoreLocation, fsync_directory
 from ._schema import (
@@ -135,7 +135,7 @@ def _write_metadata(location, layout, parameters, labels, attributes, created, o
 
     created = created or datetime.datetime.now(datetime.timezone.utc).isoformat()
     if _identity(location) is None:
-        location.put(IDENTITY, identity_document(parameters, created))
+        location.put(IDENTITY, identity_document(parameters, created, layout.format))
     objects = metadata_objects(layout, parameters, labels, attributes, created)
     root = objects.pop(ROOT_METADATA)
     for key, data in objects.items():
@@ -171,32 +171,40 @@ def _indices(keys, prefix: str, n_parts: int) -> set[tuple[int, ...]]:
     return out
 
 
-def stored_objects(location: StoreLocation) -> dict[str, set]:
-    """The conformations' objects the store lists: `markers` {i}, `shards` {(i, s)},
-    `empty` {(i, s)}."""
+def stored_objects(location: StoreLocation, layout=None) -> dict[str, set]:
+    """The units' objects the store lists (conformations of a potential store, chunks
+    of a particle store): `markers` {i}, `shards` {(i, s)}, `empty` {(i, s)}."""
+    array = POTENTIAL if layout is None else layout.array
+    n_parts = 4 if layout is None else len(layout.shards)
     markers = {i for (i,) in _indices(location.list_keys(f"{RENDERED}/c"), f"{RENDERED}/c/", 1)}
-    shards = {(i, s) for i, s, _, _ in
-              _indices(location.list_keys(f"{POTENTIAL}/c"), f"{POTENTIAL}/c/", 4)}
+    shards = {key[:2] for key in
+              _indices(location.list_keys(f"{array}/c"), f"{array}/c/", n_parts)}
     empty = _indices(location.list_keys(f"{EMPTY_SHARD}/c"), f"{EMPTY_SHARD}/c/", 2)
     return {"markers": markers, "shards": shards, "empty": empty}
 
 
+def _shard_key(layout, unit: int, shard: int) -> str:
+    if isinstance(layout, ImageStackLayout):
+        return f"{IMAGES}/c/{unit}/0/0"
+    return f"{POTENTIAL}/c/{unit}/{shard}/0/0"
+
+
 def done_conformations(store, layout: StoreLayout, storage_options=None) -> np.ndarray:
-    """Boolean (n_conformations,): marker present and every shard stored or recorded
-    empty, from the store's own listings."""
+    """Boolean (n_units,): marker present and every shard stored or recorded empty, from
+    the store's own listings (units: conformations, or chunks of particles)."""
     location = as_location(store, storage_options)
-    objects = stored_objects(location)
-    done = np.zeros(layout.n_conformations, dtype=bool)
+    objects = stored_objects(location, layout)
+    done = np.zeros(layout.n_units, dtype=bool)
     present = objects["shards"] | objects["empty"]
     for i in objects["markers"]:
-        if i < layout.n_conformations:
-            done[i] = all((i, s) in present for s in range(layout.n_z_chunks))
+        if i < layout.n_units:
+            done[i] = all((i, s) in present for s in range(layout.shards_per_unit))
     return done
 
 
-def forget_conformations(store, conformations, storage_options=None) -> None:
-    """Remove conformations' markers, then their shards and empty records, so the next
-    render writes them again (what `verify --repair` does to bad conformations)."""
+def forget_conformations(store, conformations, storage_options=None, layout=None) -> None:
+    """Remove units' markers, then their shards and empty records, so the next render
+    writes them again (what `verify --repair` does to bad conformations or chunks)."""
     location = as_location(store, storage_options)
     conformations = sorted({int(i) for i in conformations})
     if not conformations:
@@ -204,8 +212,8 @@ def forget_conformations(store, conformations, storage_options=None) -> None:
     wanted = set(conformations)
     location.delete([f"{RENDERED}/c/{i}" for i in conformations
                      if location.get(f"{RENDERED}/c/{i}") is not None])
-    objects = stored_objects(location)
-    location.delete([f"{POTENTIAL}/c/{i}/{s}/0/0" for i, s in objects["shards"] if i in wanted])
+    objects = stored_objects(location, layout)
+    location.delete([_shard_key(layout, i, s) for i, s in objects["shards"] if i in wanted])
     location.delete([f"{EMPTY_SHARD}/c/{i}/{s}" for i, s in objects["empty"] if i in wanted])
 
 
@@ -274,6 +282,56 @@ class StoreWriter:
             directories.add(os.path.dirname(path))
         for directory in directories:
             fsync_directory(directory)
+
+
+class ImageStackWriter:
+    """Open array handles of one particle store: write a chunk's images and noise
+    sigmas, then its marker (as `StoreWriter` for volumes).
+
+    **Arguments:**
+
+    - `location`: the store (see `StoreLocation`).
+    """
+
+    def __init__(self, location: StoreLocation):
+        import zarr
+
+        self.location = location
+        store = location.zarr_store()
+        config = {"write_empty_chunks": False}
+        self._images = zarr.open_array(store, path=IMAGES, mode="r+", config=config)
+        # Sigmas are all zero without noise; their chunk is written anyway, so its
+        # presence and checksum are verifiable.
+        self._sigma = zarr.open_array(store, path="noise_sigma", mode="r+",
+                                      config={"write_empty_chunks": True})
+        self._rendered = zarr.open_array(store, path=RENDERED, mode="r+", config=config)
+        self._empty = zarr.open_array(store, path=EMPTY_SHARD, mode="r+", config=config)
+        n, ny, nx = self._images.shape
+        self.layout = ImageStackLayout(n, (ny, nx), str(self._images.dtype),
+                                       (self._images.shards or self._images.chunks)[0])
+
+    def write_chunk(self, chunk: int, images: np.ndarray, noise_sigma: np.ndarray) -> None:
+        """Write chunk `chunk` whole: `images` (n, y, x) and `noise_sigma` (n,)."""
+        start, stop = self.layout.unit_range(chunk)
+        if len(images) != stop - start or len(noise_sigma) != stop - start:
+            raise ValueError(f"{self.location.url}: chunk {chunk} holds {stop - start} "
+                             f"particles; got {len(images)} images")
+        self._images[start:stop] = images.astype(self.layout.dtype, copy=False)
+        self._sigma[start:stop] = noise_sigma
+        keys = [f"noise_sigma/c/{chunk}"]
+        if images.any():
+            keys.append(f"{IMAGES}/c/{chunk}/0/0")
+        else:
+            self._empty[chunk, 0] = 1
+            keys.append(f"{EMPTY_SHARD}/c/{chunk}/0")
+        if self.location.is_local:
+            self._fsync(keys)
+
+    def mark_rendered(self, start: int, stop: int) -> None:
+        """Mark chunks [start, stop) done (after all their data is written)."""
+        self._rendered[start:stop] = 1
+
+    _fsync = StoreWriter._fsync
 
 
 def open_writer(store, storage_options=None) -> StoreWriter:

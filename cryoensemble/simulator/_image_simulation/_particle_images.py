@@ -19,7 +19,8 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ...coordinates import make_frequency_grid
-from .._transfer_theory import ContrastTransferTheory, interaction_constant_in_angstroms
+from ...constants import interaction_constant_from_kilovolts
+from .._transfer_theory import ContrastTransferTheory
 
 
 def _erfcinv(value: float) -> float:
@@ -219,7 +220,7 @@ def phase_contrast_image(
     """
     dtype = projection.dtype
     shape = projection.shape
-    phase = interaction_constant_in_angstroms(voltage_in_kilovolts).astype(dtype) * projection
+    phase = interaction_constant_from_kilovolts(voltage_in_kilovolts).astype(dtype) * projection
     if transfer_theory is None and offset is None:
         return phase
     spectrum = jnp.fft.rfftn(phase)

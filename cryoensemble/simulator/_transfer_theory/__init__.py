@@ -4,6 +4,4 @@ from ._ctf import (
     AbstractCTF as AbstractCTF,
     AstigmaticCTF as AstigmaticCTF,
     ContrastTransferTheory as ContrastTransferTheory,
-    interaction_constant_in_angstroms as interaction_constant_in_angstroms,
-    wavelength_in_angstroms as wavelength_in_angstroms,
 )

@@ -24,25 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Complex, Float
 
+from ...constants import wavelength_from_kilovolts
 from ...ndimage import AbstractFourierOperator
-
-
-# CODATA 2022: the electron rest energy (keV), and hc (keV A; exact in the 2019 SI).
-_ELECTRON_REST_ENERGY_KEV = 510.99895069
-_HC_KEV_ANGSTROM = 12.398419843320026
-
-
-def wavelength_in_angstroms(voltage_in_kilovolts) -> Float[Array, ""]:
-    """The relativistic electron wavelength (A) at an accelerating voltage (kV)."""
-    e = jnp.asarray(voltage_in_kilovolts, dtype=float)
-    return _HC_KEV_ANGSTROM / jnp.sqrt(e * (2.0 * _ELECTRON_REST_ENERGY_KEV + e))
-
-
-def interaction_constant_in_angstroms(voltage_in_kilovolts) -> Float[Array, ""]:
-    """The interaction constant `lambda * gamma` (A) that turns a projected rescaled
-    potential (A^-1) into the phase shift of the exit wave (rad), as in cryojax."""
-    e = jnp.asarray(voltage_in_kilovolts, dtype=float)
-    return wavelength_in_angstroms(e) * (1.0 + e / _ELECTRON_REST_ENERGY_KEV)
 
 
 def _phase_from_amplitude_contrast(amplitude_contrast_ratio) -> Float[Array, ""]:
@@ -195,7 +178,7 @@ class ContrastTransferTheory(eqx.Module, strict=True):
         """
         transfer = self.ctf(
             frequency_grid_in_angstroms,
-            wavelength_in_angstroms(voltage_in_kilovolts),
+            wavelength_from_kilovolts(voltage_in_kilovolts),
             amplitude_contrast_ratio=self.amplitude_contrast_ratio,
             phase_shift=self.phase_shift,
             defocus_offset=defocus_offset,
