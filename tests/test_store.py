@@ -37,7 +37,7 @@ from s3server import CREDENTIALS, moto_server
 
 
 NMR = DATA / "nmr_neopetrosiamide.pdb"
-KWARGS = dict(shape=24, voxel_size=1.0)
+KWARGS = dict(shape=26, voxel_size=1.0)
 ENV = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false", JAX_PLATFORMS="cpu")
 
 
@@ -227,7 +227,7 @@ KILL_DURING_CREATION = textwrap.dedent("""
 
     StoreLocation.put = put
     with Client(processes=False, n_workers=1, threads_per_worker=1) as client:
-        render_ensemble(MultiModelSource(sys.argv[4]), shape=24, voxel_size=1.0, store=url,
+        render_ensemble(MultiModelSource(sys.argv[4]), shape=26, voxel_size=1.0, store=url,
                         storage_options=options, client=client)
     print("finished", len(calls))
 """)
@@ -419,11 +419,11 @@ def test_bad_locations_are_one_line_errors_before_rendering(client, tmp_path, ca
         assert "\n" not in str(info.value) and url.split("/")[0] in str(info.value)
         assert time.monotonic() - started < 120
     code, _, err = run_cli(capsys, "render", str(NMR), "--out", "nosuchscheme://b/x.zarr",
-                           "--shape", "24", "--voxel-size", "1", "--quiet")
-    assert code == 2 and err.count("\n") == 1 and "unknown storage scheme" in err
+                           "--shape", "26", "--voxel-size", "1", "--quiet")
+    assert code == 3 and err.count("\n") == 1 and "unknown storage scheme" in err
     file = tmp_path / "a-file"
     file.write_text("x")
-    with pytest.raises(StoreLocationError, match="not a directory"):
+    with pytest.raises(StoreLocationError, match="is a file"):
         as_location(str(file)).check()
 
 

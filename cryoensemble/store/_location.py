@@ -116,7 +116,7 @@ class StoreLocation:
             fs, root = self.filesystem()
             if self.is_local:
                 if os.path.exists(root) and not os.path.isdir(root):
-                    raise StoreLocationError(f"{self.url}: exists and is not a directory")
+                    raise StoreLocationError(f"{self.url}: is a file, not a store directory")
                 existing = root
                 while not os.path.exists(existing):
                     existing = os.path.dirname(existing)
