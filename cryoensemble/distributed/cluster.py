@@ -92,10 +92,17 @@ def _gpu_workers(gpus, processes_per_gpu, threads_per_process, env, **kwargs):
 @contextlib.contextmanager
 def connect(client=None, scheduler_address: str | None = None, gpus: int | None = None,
             n_workers: int | None = None):
-    """Yield a `distributed.Client`: the one given, one for `scheduler_address`, or one
-    for a new embedded cluster (closed on exit)."""
-    from distributed import Client
+    """Yield a `distributed.Client`: the one given, one for `scheduler_address`, the
+    current client (`distributed.default_client()`, e.g. one made earlier in a notebook)
+    unless `gpus` or `n_workers` ask for a cluster of their own, or one for a new embedded
+    cluster (closed on exit)."""
+    from distributed import Client, default_client
 
+    if client is None and not scheduler_address and not gpus and not n_workers:
+        try:
+            client = default_client()
+        except ValueError:  # no current client
+            client = None
     if client is not None:
         yield client
         return

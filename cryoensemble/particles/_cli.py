@@ -1,4 +1,4 @@
-"""The `images` and `export` commands (wired into `cryoensemble.cli` by `add_parsers`)."""
+"""The `images` command (wired into `cryoensemble.cli` by `add_parsers`)."""
 
 import argparse
 import os
@@ -74,15 +74,6 @@ def _images(args) -> int:
     return 0
 
 
-def _export(args) -> int:
-    from ._relion import export_relion
-
-    star = export_relion(args.store, args.relion, images_per_stack=args.images_per_stack,
-                         overwrite=args.overwrite)
-    print(f"{args.store} -> {star}")
-    return 0
-
-
 def _add_source_arguments(parser) -> None:
     # The same inputs as `render` (cryoensemble.cli.make_source reads them).
     parser.add_argument("inputs", nargs="+", metavar="INPUT")
@@ -95,7 +86,7 @@ def _add_source_arguments(parser) -> None:
 
 
 def add_parsers(subparsers) -> None:
-    """Add `images` and `export` to the `cryoensemble` command's subparsers."""
+    """Add `images` to the `cryoensemble` command's subparsers."""
     images = subparsers.add_parser(
         "images", help="simulate a labelled particle-image dataset from an ensemble",
         description="Particles drawn by conformation weight, uniform (or given) poses, "
@@ -136,16 +127,10 @@ def add_parsers(subparsers) -> None:
     images.add_argument("--quiet", action="store_true", help="no progress bar")
     images.set_defaults(run=_images)
 
-    export = subparsers.add_parser("export", help="export a particle store (RELION .mrcs + .star)")
-    export.add_argument("store")
-    export.add_argument("--relion", required=True, metavar="DIR", help="output folder")
-    export.add_argument("--images-per-stack", type=int, default=10000)
-    export.add_argument("--overwrite", action="store_true")
-    export.set_defaults(run=_export)
 
 
 def main(argv=None) -> int:
-    """Run `images` or `export` alone (until `cryoensemble.cli` wires them in)."""
+    """Run `images` alone."""
     parser = argparse.ArgumentParser(prog="cryoensemble")
     add_parsers(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
