@@ -158,3 +158,22 @@ def test_render_without_client_uses_the_current_one(client, source, tmp_path, mo
     assert int(dataset["rendered"].sum()) == 24
     after = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
     assert after > before  # the render's tasks ran on this client's scheduler
+
+
+# Main's particle simulation calls make_frequency_grid(outputs_rfft=...), which the cryojax
+# 0.5.6 API merge removed; strict, so this mark must go once that is fixed.
+@pytest.mark.xfail(raises=TypeError, strict=True,
+                   reason="simulate_images on main: make_frequency_grid(outputs_rfft=)")
+def test_export_dispatches_a_particle_store_to_relion(client, source, tmp_path, capsys):
+    import starfile
+
+    from cryoensemble.particles import simulate_images
+
+    particles = str(tmp_path / "particles.zarr")
+    simulate_images(source, n_images=6, box=16, pixel_size=2.0, store=particles, client=client,
+                    images_per_chunk=3)
+    assert main(["export", particles, "--mrc", str(tmp_path / "maps")]) == 2
+    assert "--relion" in capsys.readouterr().err
+    assert main(["export", particles, "--relion", str(tmp_path / "relion")]) == 0
+    star = starfile.read(tmp_path / "relion" / "particles.star")
+    assert len(star["particles"]) == 6
