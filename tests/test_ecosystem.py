@@ -160,10 +160,6 @@ def test_render_without_client_uses_the_current_one(client, source, tmp_path, mo
     assert after > before  # the render's tasks ran on this client's scheduler
 
 
-# Main's particle simulation calls make_frequency_grid(outputs_rfft=...), which the cryojax
-# 0.5.6 API merge removed; strict, so this mark must go once that is fixed.
-@pytest.mark.xfail(raises=TypeError, strict=True,
-                   reason="simulate_images on main: make_frequency_grid(outputs_rfft=)")
 def test_export_dispatches_a_particle_store_to_relion(client, source, tmp_path, capsys):
     import starfile
 
