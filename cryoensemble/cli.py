@@ -580,6 +580,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .particles._cli import add_parsers as add_particle_parsers
 
     add_particle_parsers(commands)
+    from ._export_cli import add_parser as add_export_parser
+
+    add_export_parser(commands, parse_storage_option)
     for command in commands.choices.values():  # --debug before or after the command
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help="show tracebacks and Dask's logs")

@@ -7,13 +7,15 @@ it: `pip install cryoensemble[examples]` (or `MDAnalysisTests`) brings them.
 | --- | --- |
 | `adk.psf` + `adk_dims.dcd` | AdK closed -> open transition (DIMS), 3,341 atoms x 98 frames |
 | `adk_closed.pdb`, `adk_open.pdb` | the end states (1AKE, 4AKE), CHARMM-written |
+| `adk_oplsaa.pdb` + `adk_oplsaa.xtc` | AdK solvated in water (GROMACS, OPLS-AA), 47,681 atoms x 10 frames |
 """
 
 import importlib.util
 import os
 
 
-EXAMPLE_FILES = ("adk.psf", "adk_dims.dcd", "adk_closed.pdb", "adk_open.pdb")
+EXAMPLE_FILES = ("adk.psf", "adk_dims.dcd", "adk_closed.pdb", "adk_open.pdb", "adk_oplsaa.pdb",
+                 "adk_oplsaa.xtc")
 
 
 def example_path(name: str) -> str:

@@ -76,7 +76,8 @@ def test_trajectory_end_to_end_resume_and_repair(client, tmp_path):
     np.testing.assert_array_equal(dataset["frame"], np.arange(98))
     assert np.all(np.diff(dataset["time_ps"].values) > 0)
     np.testing.assert_allclose(dataset["z"], (np.arange(64) - 32) * voxel_size)
-    assert dataset["potential"].attrs["units"] == "A^-2"
+    assert dataset["potential"].attrs["units"] == "angstrom-2"
+    assert dataset["time_ps"].attrs["units"] == "ps" and dataset["z"].attrs["units"] == "angstrom"
     parameters = json.loads(dataset.attrs["cryoensemble_parameters"])
     assert parameters["voxel_size"] == voxel_size and parameters["shape"] == list(shape)
     assert set(parameters["inputs_sha256"]) == {str(DATA / "adk.psf"), str(DATA / "adk_dims.dcd")}

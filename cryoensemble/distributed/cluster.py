@@ -160,10 +160,17 @@ def connect(client=None, scheduler_address: str | None = None, gpus: int | None 
             n_workers: int | None = None, *, scheduler_file: str | None = None,
             security=None):
     """Yield a `distributed.Client`: the one given, one for `scheduler_address` or
-    `scheduler_file` (with `security`, a `distributed.Security` for TLS), or one for a
-    new embedded cluster (closed on exit)."""
-    from distributed import Client
+    `scheduler_file` (with `security`, a `distributed.Security` for TLS), the current
+    client (`distributed.default_client()`, e.g. one made earlier in a notebook) unless
+    `gpus` or `n_workers` ask for a cluster of their own, or one for a new embedded
+    cluster (closed on exit)."""
+    from distributed import Client, default_client
 
+    if client is None and not scheduler_address and not gpus and not n_workers:
+        try:
+            client = default_client()
+        except ValueError:  # no current client
+            client = None
     if client is not None:
         yield client
         return

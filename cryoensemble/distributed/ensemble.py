@@ -9,6 +9,7 @@ in a tree.
 
 import contextlib
 import dataclasses
+import datetime
 import math
 import os
 import sys
@@ -163,14 +164,13 @@ def _store_records(source, spec, layout, plan) -> tuple[dict, dict]:
     }
     attributes = {
         "title": "cryoensemble potential stack",
-        "units": "A^-2 (potential), A (coordinates)",
         "voxel_size_angstrom": spec.voxel_size,
         "renderer": renderer.description,
         "renderer_options": f"truncation={spec.truncation}, support radii (A) by window: "
         + ", ".join(f"{n} atoms {r:.3f} (k={w})" for n, r, w in plan.groups),
         "scattering_table": "Peng et al. (1996), from gemmi Element.c4322",
         "input_files": list(inputs),
-        "conventions": "arrays [z, y, x]; voxel i at (i - n // 2) * voxel_size; positions "
+        "grid_convention": "arrays [z, y, x]; voxel i at (i - n // 2) * voxel_size; positions "
         "minus centre",
     }
     return parameters, attributes
@@ -286,7 +286,7 @@ def render_ensemble(
     *,
     shape,
     voxel_size: float,
-    store,
+    store=None,
     storage_options: dict | None = None,
     client=None,
     scheduler_address: str | None = None,
@@ -351,6 +351,13 @@ def render_ensemble(
 
     **Returns:** the store as an `xarray.Dataset` (lazy), or the plan if `dry_run`.
     """
+    if store is None:
+        if dry_run or overwrite or storage_options:
+            raise ValueError("store=None renders lazily: no dry_run, overwrite or "
+                             "storage_options")
+        return lazy_ensemble(source, shape=shape, voxel_size=voxel_size, batch_size=batch_size,
+                             n_batches=n_batches, dtype=dtype, extra_b_factor=extra_b_factor,
+                             center=center, truncation=truncation, renderer=renderer)
     arguments = dict(shape=shape, voxel_size=voxel_size, store=store,
                      storage_options=storage_options, batch_size=batch_size,
                      n_batches=n_batches, split=split, dtype=dtype,
@@ -373,6 +380,68 @@ def render_ensemble(
             _checks.check_memory(plan, _worker_memory(dask_client), "the cluster")
         run_plan(plan, dask_client, overwrite=overwrite, progress=progress)
     return store_module.open_store(plan.store)
+
+
+def lazy_ensemble(
+    source: AbstractEnsembleSource,
+    *,
+    shape,
+    voxel_size: float,
+    batch_size: int | None = None,
+    n_batches: int = 1,
+    dtype: Literal["float32", "float16"] = "float32",
+    extra_b_factor: float = 0.0,
+    center=True,
+    truncation: float = 1e-6,
+    renderer: str = "gaussian",
+):
+    """The ensemble as the Dataset a store would hold, with `potential` a dask array
+    whose chunks (`batch_size` conformations each; default ~4 per core) render when
+    computed. For users who compose it into their own graphs or reduce it without
+    storing (`render_ensemble(..., store=None)`); arguments as for `render_ensemble`.
+    """
+    import dask
+    import dask.array as da
+
+    shape = as_grid_shape(shape)
+    voxel_size = float(voxel_size)
+    _check_arguments(source, shape, voxel_size, dtype, renderer, "slabs", int(n_batches),
+                     batch_size)
+    if int(n_batches) != 1:
+        raise ValueError("n_batches: a lazy render (store=None) renders whole volumes; "
+                         "give a store to split atoms")
+    n = len(source)
+    volume_bytes = int(np.prod(shape)) * 4
+    size = int(batch_size) if batch_size is not None else default_batch_size(
+        n, os.cpu_count() or 1, volume_bytes)
+    spec = tasks.RenderSpec(shape, voxel_size, float(truncation), size,
+                            _centre(source, center), float(extra_b_factor), None, renderer)
+    atoms = tasks.support_plan(source, spec)  # validates elements before any graph runs
+    layout = store_module.StoreLayout(n, shape, dtype, shape[0])
+    parameters, attributes = _store_records(source, spec, layout, atoms.support)
+    shared = dask.delayed(source, pure=True, traverse=False)
+    blocks = [
+        da.from_delayed(
+            dask.delayed(_render_block, pure=True)(shared, spec, a, b, dtype),
+            shape=(b - a, *shape), dtype=dtype)
+        for a, b in _contiguous_batches(np.arange(n), size)
+    ]
+    potential = da.concatenate(blocks, axis=0)
+    created = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    # The parameters as a store made with the same arguments records them.
+    parameters = store_module.canonical_parameters(parameters)
+    dataset = store_module.potential_dataset(layout, parameters, source.labels(), attributes,
+                                             created, potential=potential,
+                                             rendered=np.ones(n, np.uint8))
+    dataset[store_module.RENDERED].attrs["long_name"] = "1: every conformation renders on compute"
+    return dataset
+
+
+def _render_block(source, spec: tasks.RenderSpec, start: int, stop: int, dtype: str) -> np.ndarray:
+    """Volumes of conformations `[start, stop)` as a host array (a lazy chunk)."""
+    positions = tasks._pad_batch(tasks._read(source, spec, start, stop), spec.batch_size)
+    volumes = tasks._render_batch(source, spec, positions)
+    return np.asarray(volumes)[: stop - start].astype(dtype, copy=False)
 
 
 def _contiguous_batches(indices: np.ndarray, batch_size: int) -> list[tuple[int, int]]:

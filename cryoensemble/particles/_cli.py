@@ -1,4 +1,4 @@
-"""The `images` and `export` commands (wired into `cryoensemble.cli` by `add_parsers`)."""
+"""The `images` command (wired into `cryoensemble.cli` by `add_parsers`)."""
 
 import argparse
 import os
@@ -125,15 +125,6 @@ def _particle_store(store: str, options: dict):
     return location
 
 
-def _export(args) -> int:
-    from ._relion import export_relion
-
-    star = export_relion(args.store, args.relion, images_per_stack=args.images_per_stack,
-                         overwrite=args.overwrite)
-    print(f"{args.store} -> {star}")
-    return 0
-
-
 def _add_source_arguments(parser) -> None:
     # The same inputs as `render` (cryoensemble.cli.make_source reads them).
     parser.add_argument("inputs", nargs="+", metavar="INPUT")
@@ -148,8 +139,8 @@ def _add_source_arguments(parser) -> None:
 
 
 def add_parsers(subparsers) -> None:
-    """Add `images` and `export` to the `cryoensemble` command's subparsers (and let its
-    `verify` check particle stores)."""
+    """Add `images` to the `cryoensemble` command's subparsers (and let its `verify`
+    check particle stores)."""
     from ..cli import parse_storage_option
 
     images = subparsers.add_parser(
@@ -196,12 +187,6 @@ def add_parsers(subparsers) -> None:
                         "e.g. endpoint_url=...")
     images.set_defaults(run=_images)
 
-    export = subparsers.add_parser("export", help="export a particle store (RELION .mrcs + .star)")
-    export.add_argument("store")
-    export.add_argument("--relion", required=True, metavar="DIR", help="output folder")
-    export.add_argument("--images-per-stack", type=int, default=10000)
-    export.add_argument("--overwrite", action="store_true")
-    export.set_defaults(run=_export)
 
     # `verify` (defined by cryoensemble.cli) checks particle stores too: its command
     # dispatches on the store's kind.
@@ -220,7 +205,7 @@ def add_parsers(subparsers) -> None:
 
 
 def main(argv=None) -> int:
-    """Run `images` or `export` alone (until `cryoensemble.cli` wires them in)."""
+    """Run `images` alone."""
     from ..cli import exit_code_and_message
 
     parser = argparse.ArgumentParser(prog="cryoensemble")

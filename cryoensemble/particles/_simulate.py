@@ -55,9 +55,11 @@ def _shape(box) -> tuple[int, int]:
 
 def _coordinates(labels: dict, source: AbstractEnsembleSource, spec: ImageSpec) -> dict:
     """Labels as xarray coordinates along `particle` (units in attributes)."""
-    units = {"angle_rot": "deg", "angle_tilt": "deg", "angle_psi": "deg", "shift_x": "A",
-             "shift_y": "A", "defocus_u": "A", "defocus_v": "A", "defocus_angle": "deg",
-             "phase_shift": "deg", "ctf_b_factor": "A^2", "spherical_aberration": "mm"}
+    # UDUNITS spellings, as the potential store's.
+    units = {"angle_rot": "degree", "angle_tilt": "degree", "angle_psi": "degree",
+             "shift_x": "angstrom", "shift_y": "angstrom", "defocus_u": "angstrom",
+             "defocus_v": "angstrom", "defocus_angle": "degree", "phase_shift": "degree",
+             "ctf_b_factor": "angstrom2", "spherical_aberration": "mm"}
     coords = {}
     for name, values in labels.items():
         if name == "quaternion":
@@ -70,7 +72,7 @@ def _coordinates(labels: dict, source: AbstractEnsembleSource, spec: ImageSpec) 
         coords[f"source_{name}"] = ("particle", np.asarray(values)[labels["conformation"]])
     ny, nx = spec.shape
     for axis, n in (("y", ny), ("x", nx)):
-        coords[axis] = (axis, (np.arange(n) - n // 2) * spec.pixel_size, {"units": "A"})
+        coords[axis] = (axis, (np.arange(n) - n // 2) * spec.pixel_size, {"units": "angstrom"})
     return coords
 
 

@@ -10,10 +10,12 @@ zarr-python and xarray open it without cryoensemble.
 
 The distributed layer needs nothing but a `StoreLocation` and these functions:
 `prepare_store`, `done_conformations`, `open_writer` (`StoreWriter.write_volumes`,
-`.mark_rendered`), `acquire_lease`, `open_store`, `verify_store`.
+`.mark_rendered`), `acquire_lease`, `open_store`, `verify_store`; `export_mrc` writes
+conformations as MRC files.
 """
 
 from ..errors import StoreCorruptionError, StoreLeaseError, StoreLocationError, StoreMismatchError
+from ._export import export_mrc as export_mrc, parse_conformations as parse_conformations
 from ._layout import (
     EMPTY_SHARD as EMPTY_SHARD,
     IMAGES as IMAGES,
@@ -26,7 +28,11 @@ from ._layout import (
 )
 from ._lease import StoreLease as StoreLease, acquire_lease as acquire_lease, read_lease as read_lease
 from ._location import StoreLocation as StoreLocation
-from ._schema import canonical as canonical_parameters, package_versions as package_versions
+from ._schema import (
+    canonical as canonical_parameters,
+    package_versions as package_versions,
+    potential_dataset as potential_dataset,
+)
 from ._verify import VerifyReport as VerifyReport, verify_store as verify_store
 from ._writer import (
     ImageStackWriter as ImageStackWriter,
@@ -48,7 +54,8 @@ __all__ = [
     "EMPTY_SHARD", "IMAGES", "ImageStackLayout", "ImageStackWriter", "POTENTIAL", "RENDERED", "StoreCorruptionError", "StoreLayout", "StoreLease",
     "StoreLeaseError", "StoreLocation", "StoreLocationError", "StoreMismatchError", "StoreWriter",
     "VerifyReport", "acquire_lease", "as_location", "canonical_parameters", "check_target", "choose_z_chunk",
-    "done_conformations", "forget_conformations", "layout_from_parameters", "mark_rendered", "open_store", "open_writer",
-    "package_versions", "prepare_store", "read_lease", "read_parameters", "verify_store",
+    "done_conformations", "export_mrc", "forget_conformations", "layout_from_parameters", "mark_rendered",
+    "open_store", "open_writer", "package_versions", "parse_conformations", "potential_dataset",
+    "prepare_store", "read_lease", "read_parameters", "verify_store",
     "write_volumes",
 ]

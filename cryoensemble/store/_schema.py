@@ -25,7 +25,11 @@ from ._layout import EMPTY_SHARD, IMAGES, POTENTIAL, RENDERED, ImageStackLayout,
 IDENTITY = "cryoensemble.json"
 FORMAT = StoreLayout.format
 FORMATS = (StoreLayout.format, ImageStackLayout.format)
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: UDUNITS units, Conventions, OME-Zarr metadata
+
+CONVENTIONS = "CF-1.11"
+# UDUNITS spellings of the labels' units a source may give.
+LABEL_UNITS = {"time_ps": "ps"}
 
 
 def package_versions() -> dict[str, str]:
@@ -88,7 +92,31 @@ def differences(old: dict, new: dict, prefix="") -> list[str]:
     return out
 
 
-def _potential_template(layout: StoreLayout, parameters, labels):
+def ome_metadata(shape: tuple[int, int, int], voxel_size: float) -> dict[str, Any]:
+    """OME-Zarr 0.5 `ome` attributes: `potential` as a one-level multiscale image whose
+    index (conformation, z, y, x) maps to (conformation, z, y, x in angstrom) by a scale
+    and a translation (voxel i's centre at (i - n // 2) * voxel_size, as `z/y/x`)."""
+    # NGFF orders custom axes before space axes; a conformation is neither time nor
+    # channel, so its axis has no type.
+    axes = [{"name": "conformation"}] + [
+        {"name": axis, "type": "space", "unit": "angstrom"} for axis in ("z", "y", "x")
+    ]
+    transforms = [
+        {"type": "scale", "scale": [1.0] + [float(voxel_size)] * 3},
+        {"type": "translation",
+         "translation": [0.0] + [float(-(n // 2) * voxel_size) for n in shape]},
+    ]
+    return {"version": "0.5", "multiscales": [{
+        "name": POTENTIAL, "axes": axes,
+        "datasets": [{"path": POTENTIAL, "coordinateTransformations": transforms}],
+    }]}
+
+
+def potential_dataset(layout: StoreLayout, parameters: dict[str, Any],
+                      labels: dict[str, np.ndarray], attributes: dict[str, Any],
+                      created: str, potential=None, rendered=None):
+    """The Dataset a store holds: `potential` (a dask array; zeros unless given, chunked
+    by shard), `rendered`, coordinates, labels and every attribute."""
     import dask.array as da
     import xarray as xr
 
@@ -108,23 +136,43 @@ def _potential_template(layout: StoreLayout, parameters, labels):
             values = values.astype(object)  # variable-length strings in zarr 3
         coords[name] = ("conformation", values)
     n = layout.n_conformations
+    if potential is None:
+        potential = da.zeros((n, nz, ny, nx), dtype=layout.dtype, chunks=layout.shards)
+    if rendered is None:
+        rendered = da.zeros((n,), dtype=np.uint8, chunks=1)
     dataset = xr.Dataset(
         {
-            POTENTIAL: (("conformation", "z", "y", "x"),
-                        da.zeros((n, nz, ny, nx), dtype=layout.dtype, chunks=layout.shards), {
-                "units": "A^-2",
+            POTENTIAL: (("conformation", "z", "y", "x"), potential, {
+                "units": "angstrom-2",
                 "long_name": "rescaled electrostatic potential U = m0 e V / (2 pi hbar^2), "
                 "voxel averages",
             }),
-            RENDERED: (("conformation",), da.zeros((n,), dtype=np.uint8, chunks=1), {
+            RENDERED: (("conformation",), rendered, {
                 "long_name": "1 once the conformation's potential is fully written",
             }),
         },
         coords=coords,
     )
     for axis in ("z", "y", "x"):
-        dataset[axis].attrs.update(units="A", long_name=f"{axis} of voxel centres")
+        dataset[axis].attrs.update(units="angstrom", long_name=f"{axis} of voxel centres")
+    for name, unit in LABEL_UNITS.items():
+        if name in dataset.coords:
+            dataset[name].attrs["units"] = unit
+    _stamp(dataset, parameters, attributes, created)
+    dataset.attrs["ome"] = ome_metadata(layout.shape, voxel_size)
     return dataset
+
+
+def _stamp(dataset, parameters: dict[str, Any], attributes: dict[str, Any], created: str):
+    """The attributes every store carries: the caller's, CF `Conventions`, the parameters
+    it was made with, its creation time and package versions."""
+    dataset.attrs.update(attributes)
+    dataset.attrs["Conventions"] = CONVENTIONS
+    dataset.attrs["cryoensemble_parameters"] = json.dumps(parameters, sort_keys=True)
+    dataset.attrs["created"] = created
+    dataset.attrs["versions"] = json.dumps(package_versions(), sort_keys=True)
+
+
 
 
 def _image_stack_template(layout: ImageStackLayout, coords):
@@ -157,13 +205,10 @@ def metadata_objects(layout, parameters: dict[str, Any],
 
     if isinstance(layout, ImageStackLayout):
         dataset = _image_stack_template(layout, labels)
+        _stamp(dataset, parameters, attributes, created)
     else:
-        dataset = _potential_template(layout, parameters, labels)
+        dataset = potential_dataset(layout, parameters, labels, attributes, created)
     n = layout.n_units
-    dataset.attrs.update(attributes)
-    dataset.attrs["cryoensemble_parameters"] = json.dumps(parameters, sort_keys=True)
-    dataset.attrs["created"] = created
-    dataset.attrs["versions"] = json.dumps(package_versions(), sort_keys=True)
     with tempfile.TemporaryDirectory(prefix="cryoensemble-meta-") as scratch:
         with warnings.catch_warnings():
             # zarr notes that consolidation is an extension of format 3; readers here use it.
