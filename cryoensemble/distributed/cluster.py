@@ -4,6 +4,8 @@ import contextlib
 import logging
 import os
 
+from . import config
+
 
 # Each worker is one process with one JAX thread: Dask provides the parallelism, and JAX
 # must not grab all GPU memory up front (several workers may share a host).
@@ -45,20 +47,46 @@ def _gpu_cluster(gpus: int, processes_per_gpu: int | None = None,
                  threads_per_process: int | None = None, **kwargs):
     """Worker processes that each see one GPU.
 
-    Rendering takes the device a small fraction of a volume's time; the host's work is
-    compressing and writing (a batch reaches pinned host memory through the DMA engine,
-    `tasks.host_pieces`). So by default every core runs one single-threaded worker
-    process (the host's cores divided among the GPUs), each encoding its own chunks:
-    threads of one process compressing side by side spent much of the host in the
-    kernel (benchmarks/ensemble.py compares the layouts). `threads_per_process` > 1 runs
-    several tasks per process. With one process per GPU this is
-    dask-cuda's `LocalCUDACluster` where installed; otherwise distributed's SpecCluster.
+    With nvCOMP installed, batches are compressed on the device and the host only
+    checksums and stores compressed objects, so a few processes per GPU keep it busy
+    (`DEVICE_CODEC_PROCESSES_PER_GPU`, from benchmarks/ensemble.py); without it, the
+    host compresses, so every core runs one single-threaded worker process (the cores
+    divided among the GPUs). Each process gets an equal share of its GPU's memory for
+    JAX (`XLA_PYTHON_CLIENT_MEM_FRACTION`), with room left outside JAX's pool for
+    nvCOMP's buffers, and sizes its batches from that share (`tasks.fitting_batch`), so
+    no default runs the device out of memory. `threads_per_process` > 1 runs several
+    tasks per process. With one process per GPU this is dask-cuda's `LocalCUDACluster`
+    where installed; otherwise distributed's SpecCluster.
     """
     cores = os.cpu_count() or 1
-    processes_per_gpu = processes_per_gpu or max(1, cores // gpus)
+    codec = device_codec_installed() and config.get("device-compression") == "auto"
+    if not processes_per_gpu:
+        per_gpu = max(1, cores // gpus)
+        processes_per_gpu = min(per_gpu, DEVICE_CODEC_PROCESSES_PER_GPU) if codec else per_gpu
     threads_per_process = threads_per_process or 1
-    env = dict(WORKER_ENVIRONMENT)
+    share = (_JAX_SHARE_WITH_CODEC if codec else _JAX_SHARE) / processes_per_gpu
+    env = dict(WORKER_ENVIRONMENT, XLA_PYTHON_CLIENT_MEM_FRACTION=f"{share:.4f}")
     return _gpu_workers(gpus, processes_per_gpu, threads_per_process, env, **kwargs)
+
+
+# Worker processes per GPU when batches are compressed on the device.
+DEVICE_CODEC_PROCESSES_PER_GPU = 4
+# Fraction of a GPU's memory that its worker processes' JAX pools take together: the rest
+# holds CUDA contexts and, with device compression, nvCOMP's output and scratch buffers
+# (of the order of the batch itself, more for small chunks).
+_JAX_SHARE = 0.85
+_JAX_SHARE_WITH_CODEC = 0.5
+
+
+def device_codec_installed() -> bool:
+    """Whether nvCOMP's Python package is installed (checked without starting CUDA: the
+    client never initializes a GPU)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("nvidia.nvcomp") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _gpu_workers(gpus, processes_per_gpu, threads_per_process, env, **kwargs):
