@@ -64,11 +64,13 @@ class RenderPlan:
         """`(start, stop)` of the conformations each task (or slab-split one) renders."""
         return _runs(np.asarray(self.todo, np.int64), self.batch_size, self.n_batches)
 
-    def for_workers(self, n_workers: int) -> "RenderPlan":
-        """The plan with its batch size sized for `n_workers` tasks at once (unless given)."""
+    def for_workers(self, n_workers: int, device_encoded: bool = False) -> "RenderPlan":
+        """The plan with its batch size sized for `n_workers` tasks at once (unless given);
+        `device_encoded`: the workers compress on their devices (see `default_batch_size`)."""
         if not self.auto_batch or self.n_batches > 1:
             return self
-        size = default_batch_size(len(self.todo), n_workers, int(np.prod(self.spec.shape)) * 4)
+        size = default_batch_size(len(self.todo), n_workers, int(np.prod(self.spec.shape)) * 4,
+                                  device_encoded)
         return dataclasses.replace(self, spec=dataclasses.replace(self.spec, batch_size=size))
 
     @property
@@ -125,11 +127,15 @@ def _centre(source: AbstractEnsembleSource, center) -> tuple[float, float, float
     return tuple(float(c) for c in centre)
 
 
-def default_batch_size(n_todo: int, n_workers: int, volume_bytes: int) -> int:
-    """Conformations per task: enough tasks to balance (~4 per worker), each holding at
-    most ~256 MiB of volumes and at most 64 of them."""
+def default_batch_size(n_todo: int, n_workers: int, volume_bytes: int,
+                       device_encoded: bool = False) -> int:
+    """Conformations per task: enough tasks to balance (~4 per worker), at most 64, and,
+    where the host compresses (not `device_encoded`), at most ~256 MiB of volumes on the
+    host. Device-encoding workers bound their batches by device memory themselves
+    (`tasks.fitting_batch`); nvCOMP's time per call has a floor that large batches
+    amortise."""
     by_balance = max(1, n_todo // max(1, 4 * n_workers))
-    by_memory = max(1, (256 * 2**20) // volume_bytes)
+    by_memory = n_todo if device_encoded else max(1, (256 * 2**20) // volume_bytes)
     return int(min(64, by_balance, by_memory))
 
 
@@ -266,6 +272,12 @@ def run_plan(plan: RenderPlan, client, *, overwrite: bool = False,
         return RenderReport(plan, client.gather(futures))
 
 
+def workers_encode_on_device(client) -> bool:
+    """Whether every worker of `client` compresses its batches on its GPU."""
+    answers = client.run(tasks.encodes_on_device)
+    return bool(answers) and all(answers.values())
+
+
 def _task_slots(client) -> int:
     return sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
 
@@ -338,8 +350,8 @@ def render_ensemble(
     if dry_run:
         return plan
     with connect(client, scheduler_address, gpus, n_workers) as dask_client:
-        run_plan(plan.for_workers(_task_slots(dask_client)), dask_client, overwrite=overwrite,
-                 progress=progress)
+        run_plan(plan.for_workers(_task_slots(dask_client), workers_encode_on_device(dask_client)),
+                 dask_client, overwrite=overwrite, progress=progress)
     return store_module.open_store(plan.store)
 
 

@@ -374,7 +374,12 @@ def render_conformations(source, spec: RenderSpec, start: int, stop: int) -> dic
     (`cpu_user_s`/`cpu_system_s`: {stage: s}).
     """
     profile = _Profile()
-    size = min(spec.batch_size, fitting_batch(spec))
+    fits = fitting_batch(spec)
+    # Equal batches of the planned size's parts (the same few sizes on every task: one
+    # compile each), not a full batch and a padded remainder.
+    size = spec.batch_size
+    if fits < size:
+        size = -(-size // -(-size // fits))
     a = start
     while a < stop:
         b = min(stop, a + size)
@@ -469,14 +474,10 @@ def _device_encoder(writer, volumes):
     batch is on a CUDA device, nvCOMP is installed and `cryoensemble.device-compression`
     allows it; None means zarr's own CPU codec."""
     device = next(iter(volumes.devices()))
-    if device.platform != "gpu" or config.get("device-compression") != "auto":
+    if device.platform != "gpu" or not encodes_on_device():
         return None
-    from ._device_codec import ZarrChunkEncoder, device_codec_available
+    from ._device_codec import ZarrChunkEncoder
 
-    if _STATE.device_codec is None:
-        _STATE.device_codec = device_codec_available()
-    if not _STATE.device_codec:
-        return None
     key = (writer.location, device.id)
     return _STATE.encoders.get_or_make(
         key, lambda: ZarrChunkEncoder(writer.potential_array, compressor="nvcomp"))
@@ -508,6 +509,21 @@ def fitting_batch(spec: RenderSpec) -> int:
     fits = max(1, (int(limit) - _DEVICE_BYTES_FIXED) // (_DEVICE_BYTES_PER_VOLUME * volume_bytes))
     _STATE.batch_limits[key] = int(fits)
     return int(fits)
+
+
+def encodes_on_device() -> bool:
+    """Whether this worker's batches are compressed on its device (a CUDA device, nvCOMP
+    and `cryoensemble.device-compression: auto`): then the host never holds a raw batch,
+    and batch sizes are bounded by device memory alone."""
+    import jax
+
+    if config.get("device-compression") != "auto" or jax.devices()[0].platform != "gpu":
+        return False
+    if _STATE.device_codec is None:
+        from ._device_codec import device_codec_available
+
+        _STATE.device_codec = device_codec_available()
+    return _STATE.device_codec
 
 
 def _batch_key(spec: RenderSpec) -> tuple:
