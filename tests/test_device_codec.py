@@ -236,6 +236,17 @@ def test_out_of_memory_batch_is_retried_smaller(tmp_path, monkeypatch):
     tasks.worker_state().batch_limits.clear()
     tasks.render_conformations(source, clean, 0, 5)
 
+    # The GPU workers' task path (encoded objects stored as they are), with host frames.
+    monkeypatch.setattr(tasks, "_device_encoder", lambda writer, volumes: ZarrChunkEncoder(
+        writer.potential_array, compressor="numcodecs"))
+    encoded = planned("encoded")
+    result = tasks.render_conformations(source, encoded, 0, 5)
+    # Frames cross to the host; checksums and shard indexes are added there.
+    assert 0 < result["to_host_bytes"] < result["written_bytes"] < result["bytes"]
+    assert np.array_equal(open_store(encoded.store)["potential"].values,
+                          open_store(clean.store)["potential"].values)
+    monkeypatch.undo()
+
     def oom_above_one(source, spec, positions):
         if positions.shape[0] > 1:
             raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate "
