@@ -217,6 +217,8 @@ def test_out_of_memory_batch_is_retried_smaller(tmp_path, monkeypatch):
     """A batch that runs out of device memory (the error injected as XLA raises it) is
     rendered again in halves; the store then equals one rendered without the error, the
     smaller size is kept for the worker's next task, and any other error still fails."""
+    import jax
+
     from cryoensemble.distributed import plan_render, tasks
     from cryoensemble.sources import TrajectorySource
     from cryoensemble.store import open_store, prepare_store
@@ -231,6 +233,13 @@ def test_out_of_memory_batch_is_retried_smaller(tmp_path, monkeypatch):
                       plan.attributes)
         return plan.spec
 
+    def same_render(a, b):
+        """Bit for bit on CPU; a GPU's scatter-adds run in no fixed order (last bits)."""
+        if jax.devices()[0].platform == "cpu":
+            assert np.array_equal(a, b)
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(b).max())
+
     render = tasks._render_batch
     clean = planned("clean")
     tasks.worker_state().batch_limits.clear()
@@ -243,8 +252,8 @@ def test_out_of_memory_batch_is_retried_smaller(tmp_path, monkeypatch):
     result = tasks.render_conformations(source, encoded, 0, 5)
     # Frames cross to the host; checksums and shard indexes are added there.
     assert 0 < result["to_host_bytes"] < result["written_bytes"] < result["bytes"]
-    assert np.array_equal(open_store(encoded.store)["potential"].values,
-                          open_store(clean.store)["potential"].values)
+    same_render(open_store(encoded.store)["potential"].values,
+                open_store(clean.store)["potential"].values)
     monkeypatch.undo()
 
     def oom_above_one(source, spec, positions):
@@ -258,8 +267,8 @@ def test_out_of_memory_batch_is_retried_smaller(tmp_path, monkeypatch):
     result = tasks.render_conformations(source, retried, 0, 5)
     assert result["batch"] == 1 and result["retries"] == 2
     assert tasks.worker_state().batch_limits[(retried.shape, retried.renderer)] == 1
-    assert np.array_equal(open_store(retried.store)["potential"].values,
-                          open_store(clean.store)["potential"].values)
+    same_render(open_store(retried.store)["potential"].values,
+                open_store(clean.store)["potential"].values)
     tasks.worker_state().batch_limits.clear()
 
     def broken(source, spec, positions):

@@ -486,9 +486,10 @@ def _device_encoder(writer, volumes):
 # Device memory a batch needs per volume, in volumes' bytes: inside JAX's pool the batch,
 # its chunk rearrangement and the renderer's temporaries; nvCOMP's output and scratch
 # come outside it (the GPU cluster leaves them room, see cluster._gpu_cluster).
-_DEVICE_BYTES_PER_VOLUME = 4
-# Device memory a batch needs whatever its size (renderer passes, XLA workspace).
-_DEVICE_BYTES_FIXED = 2**30
+_DEVICE_BYTES_PER_VOLUME = 6
+# Device memory a batch needs whatever its size (renderer passes, XLA workspace): a
+# 2.5 GiB pool ran out at 256^3 with 5 volumes under a 1 GiB allowance.
+_DEVICE_BYTES_FIXED = 2 * 2**30
 
 
 def fitting_batch(spec: RenderSpec) -> int:

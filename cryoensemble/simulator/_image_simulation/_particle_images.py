@@ -223,7 +223,7 @@ def phase_contrast_image(
     if transfer_theory is None and offset is None:
         return phase
     spectrum = jnp.fft.rfftn(phase)
-    grid = make_frequency_grid(shape, pixel_size, outputs_rfft=True).astype(dtype)
+    grid = make_frequency_grid(shape, pixel_size, outputs_rfftfreqs=True).astype(dtype)
     if offset is not None:
         offset = offset.astype(dtype)
         # Elementwise, not a matmul: TF32 on GPUs would round the phases.

@@ -226,6 +226,6 @@ class ContrastTransferTheory(eqx.Module, strict=True):
         """
         from ...coordinates import make_frequency_grid
 
-        grid = make_frequency_grid(tuple(image_shape), pixel_size, outputs_rfft=True)
+        grid = make_frequency_grid(tuple(image_shape), pixel_size, outputs_rfftfreqs=True)
         grid = grid.astype(jnp.real(object_spectrum).dtype)
         return object_spectrum * self(grid, voltage_in_kilovolts, defocus_offset)
