@@ -105,7 +105,7 @@ def _textbook_ctf(kx, ky, voltage_kv, du, dv, angle_deg, cs_mm, ac, phase_deg):
 ])
 def test_ctf_equals_textbook_formula(x64, voltage, du, dv, angle, cs, ac, phase):
     shape, d = (64, 72), 1.3
-    grid = make_frequency_grid(shape, d, outputs_rfft=True)
+    grid = make_frequency_grid(shape, d, outputs_rfftfreqs=True)
     # RELION's defocus angle (from x) is cryojax's -angle - 90 (from y).
     theory = ContrastTransferTheory(AstigmaticCTF((du + dv) / 2, du - dv, -angle - 90.0, cs),
                                     amplitude_contrast_ratio=ac, phase_shift=phase)
@@ -126,7 +126,7 @@ def test_ctf_equals_cryojax(x64):
 
     from cryoensemble.simulator import AbstractCTF
 
-    grid = make_frequency_grid((50, 64), 1.2, outputs_rfft=True)
+    grid = make_frequency_grid((50, 64), 1.2, outputs_rfftfreqs=True)
     parameters = dict(defocus_in_angstroms=12000.0, astigmatism_in_angstroms=-700.0,
                       astigmatism_angle=-20.0, spherical_aberration_in_mm=2.1)
     wavelength = float(wavelength_from_kilovolts(300.0))
