@@ -9,14 +9,17 @@ Measures, in one run on this machine:
   compressed zarr store, on an embedded LocalCluster (CPU workers, or `--gpus N`: one
   single-threaded GPU worker process per core by default, see `make_local_cluster`),
   timed from submission to the last durable write (cluster start-up excluded and printed
-  separately), with where each volume's time went: task stages, the
-  device-to-host rate and how many host cores were busy.
+  separately), with where each volume's time went: per task stage the wall time (GPU
+  time for `render` and the device's `encode`), the workers' host-core user and system
+  time, the bytes copied to the host and written, and how many host cores were busy.
+  Several `--shape`s run one after another on the same cluster; `verify` checks each store.
 
 Accuracy is printed beside each: relative L2 of a stored volume against the exact float64
 voxel average of the same frame.
 
     python benchmarks/ensemble.py                      # 2,000 frames at 96^3, CPU workers
     python benchmarks/ensemble.py --frames 20000 --gpus 1 --shape 128
+    python benchmarks/ensemble.py --no-loop --gpus 2 --shape 96,128,256 --frames 20000,20000,5000
     python benchmarks/ensemble.py --frames 200 --no-loop --store s3://bucket/x.zarr \
         --storage-option endpoint_url=http://127.0.0.1:5000   # an S3 endpoint
 """
@@ -130,10 +133,33 @@ def run_loop(source, shape, voxel_size, out_dir, use_cryojax):
     return name, n / elapsed, volume, positions[n - 1]
 
 
+STAGES = ("read", "render", "encode", "to_host", "write", "mark")
+
+
+def stage_profile(tasks: list, frames: int) -> dict:
+    """Per stage, summed over tasks, per volume: wall ms (`render` until the device is
+    done and `encode` on the device are GPU time), and the worker processes' host-core
+    user and system ms; bytes per volume copied to the host and written."""
+    out = {}
+    for stage in STAGES:
+        out[stage] = {
+            "wall_ms": sum(t.get(f"{stage}_s", 0.0) for t in tasks) / frames * 1e3,
+            "user_ms": sum(t.get("cpu_user_s", {}).get(stage, 0.0) for t in tasks) / frames * 1e3,
+            "system_ms": sum(t.get("cpu_system_s", {}).get(stage, 0.0) for t in tasks) / frames * 1e3,
+        }
+    out["to_host_bytes"] = sum(t.get("to_host_bytes", 0) for t in tasks) / frames
+    out["written_bytes"] = sum(t.get("written_bytes", 0) for t in tasks) / frames
+    out["batches"] = sorted({t.get("batch") for t in tasks if t.get("batch")})
+    out["oom_retries"] = sum(t.get("retries", 0) for t in tasks)
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=2000, help="conformations (AdK DIMS repeated)")
-    parser.add_argument("--shape", type=int, default=96)
+    parser.add_argument("--frames", default="2000",
+                        help="conformations (AdK DIMS repeated); one per --shape, comma-separated")
+    parser.add_argument("--shape", default="96", help="grid edge(s), comma-separated: each is "
+                        "timed on the same cluster")
     parser.add_argument("--voxel-size", type=float, default=1.0)
     parser.add_argument("--workers", type=int, help="CPU worker processes (default: cores)")
     parser.add_argument("--gpus", type=int, help="GPU workers (see make_local_cluster)")
@@ -156,26 +182,20 @@ def main(argv=None):
     import cryoensemble
     import dask.config
 
-    from cryoensemble.distributed import make_local_cluster, plan_render, render_ensemble, run_plan
-    from cryoensemble.store import open_store
-    from cryoensemble.distributed.ensemble import default_batch_size
-    from cryoensemble.sources import CycledSource, TrajectorySource
+    from cryoensemble.distributed import make_local_cluster
+    from cryoensemble.distributed.ensemble import workers_encode_on_device
+    from cryoensemble.sources import TrajectorySource
 
-    shape = (args.shape,) * 3
+    edges = [int(e) for e in args.shape.split(",")]
+    frames = [int(f) for f in args.frames.split(",")]
+    frames = frames * len(edges) if len(frames) == 1 else frames
+    if len(frames) != len(edges):
+        parser.error("--frames: one number, or one per --shape")
     workdir = args.workdir or tempfile.mkdtemp(prefix="cryoensemble-bench-")
     dims = TrajectorySource(DATA / "adk.psf", DATA / "adk_dims.dcd")
-    results = {"machine": platform.platform(), "cpus": os.cpu_count(), "shape": shape,
-               "frames": args.frames, "version": cryoensemble.__version__}
+    results = {"machine": platform.platform(), "cpus": os.cpu_count(),
+               "version": cryoensemble.__version__, "runs": []}
     print(machine_line())
-
-    loop_fps = None
-    if not args.no_loop:
-        name, loop_fps, last, last_positions = run_loop(
-            dims, shape, args.voxel_size, os.path.join(workdir, "loop_mrc"), not args.no_cryojax
-        )
-        reference = exact_reference(last_positions, dims.atomic_numbers, shape, args.voxel_size)
-        loop_error = relative_l2(last, reference)
-        results["loop"] = {"method": name, "fps": loop_fps, "error": loop_error}
 
     start = time.perf_counter()
     cluster = make_local_cluster(n_workers=args.workers, gpus=args.gpus,
@@ -186,72 +206,107 @@ def main(argv=None):
     startup = time.perf_counter() - start
     n_workers = len(client.scheduler_info()["workers"])
     slots = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
-    source = CycledSource(dims, args.frames)
-    from cryoensemble.cli import parse_storage_option
-    from cryoensemble.store import as_location
+    device_encoded = workers_encode_on_device(client)
+    kind = (f"{args.gpus} GPU(s), {n_workers} processes x {slots // n_workers} tasks"
+            if args.gpus else f"{n_workers} CPU worker(s)")
+    codec = ("zstd on the device (nvCOMP)" if device_encoded else "zstd on the host (zarr)")
+    print(f"# cluster: {kind}, {codec}; start {startup:.1f} s (excluded)")
+    rows = []
+    for edge, n_frames in zip(edges, frames):
+        run = time_one_shape(args, client, dims, (edge,) * 3, n_frames, slots, device_encoded,
+                             workdir)
+        run.update(startup_s=startup, workers=n_workers, slots=slots, codec=codec)
+        results["runs"].append(run)
+        rows.append(run)
+    client.close()
+    cluster.close()
 
+    print(f"\n| method | grid | frames | frames/s | rel. error (float64 exact) | verify | ratio |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for run in rows:
+        grid = "x".join(map(str, run["shape"]))
+        if run.get("loop"):
+            print(f"| loop: {run['loop']['method']} | {grid} | {run['loop']['frames']} | "
+                  f"{run['loop']['fps']:.1f} | {run['loop']['error']:.1e} | - | 1.0 |")
+        ratio = f"{run['fps'] / run['loop']['fps']:.1f}" if run.get("loop") else "-"
+        print(f"| cryoensemble render_ensemble, {kind}, {codec}, zarr at "
+              f"{run['protocol']}:// | {grid} | {run['frames']} | {run['fps']:.1f} | "
+              f"{run['error']:.1e} | {'ok' if run['verify_ok'] else 'FAILED'} | {ratio} |")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2)
+    if not args.workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def time_one_shape(args, client, dims, shape, n_frames, slots, device_encoded, workdir) -> dict:
+    """One grid on the running cluster: the optional loop, a warm-up render at the timed
+    batch size, the timed render with its stage profile, accuracy and `verify`."""
+    from cryoensemble.cli import parse_storage_option
+    from cryoensemble.distributed import plan_render, render_ensemble, run_plan
+    from cryoensemble.distributed.ensemble import default_batch_size
+    from cryoensemble.sources import CycledSource
+    from cryoensemble.store import as_location, open_store, verify_store
+
+    run = {"shape": shape, "frames": n_frames}
+    if not args.no_loop:
+        name, loop_fps, last, last_positions = run_loop(
+            dims, shape, args.voxel_size, os.path.join(workdir, "loop_mrc"), not args.no_cryojax
+        )
+        reference = exact_reference(last_positions, dims.atomic_numbers, shape, args.voxel_size)
+        run["loop"] = {"method": name, "fps": loop_fps, "frames": len(dims),
+                       "error": relative_l2(last, reference)}
+    source = CycledSource(dims, n_frames)
     options = dict(parse_storage_option(text) for text in args.storage_option)
-    store = as_location(args.store or os.path.join(workdir, "ensemble.zarr"), options)
+    edge = shape[0]
+    store = as_location(args.store.replace("{shape}", str(edge)) if args.store
+                        else os.path.join(workdir, f"ensemble{edge}.zarr"), options)
     fs, root = store.filesystem()
     if fs.exists(root):
         fs.rm(root, recursive=True)
-    # Warm every worker's compiled renderer at the batch size of the timed run (a batch
-    # pads to it), as a long job would be.
-    batch = args.batch_size or default_batch_size(args.frames, slots, int(np.prod(shape)) * 4)
+    volume_bytes = int(np.prod(shape)) * 4
+    # The batch size render_ensemble would choose, fixed so the warm-up compiles it.
+    batch = args.batch_size or default_batch_size(n_frames, slots, volume_bytes, device_encoded)
     render_ensemble(CycledSource(dims, 2 * batch * slots), shape=shape,
-                    voxel_size=args.voxel_size, store=os.path.join(workdir, "warm.zarr"),
+                    voxel_size=args.voxel_size, store=os.path.join(workdir, f"warm{edge}.zarr"),
                     client=client, overwrite=True, batch_size=batch, dtype=args.dtype)
     cpu_before = host_cpu_seconds()
     start = time.perf_counter()
     report = run_plan(plan_render(source, shape=shape, voxel_size=args.voxel_size, store=store,
                                   batch_size=batch, dtype=args.dtype), client)
     elapsed = time.perf_counter() - start
-    dataset = open_store(store)
     cpu = {k: (v - cpu_before.get(k, 0.0)) / elapsed for k, v in host_cpu_seconds().items()}
     tasks = report.task_results
-    client.close()
-    cluster.close()
-    fps = args.frames / elapsed
-    index = args.frames - 1
+    dataset = open_store(store)
+    index = n_frames - 1
     positions = source.read(index, index + 1)[0] - dims.read(0, 1)[0].astype(np.float64).mean(axis=0)
     reference = exact_reference(positions, dims.atomic_numbers, shape, args.voxel_size)
     error = relative_l2(dataset["potential"][index].values, reference)
+    verified = verify_store(store)
     size = fs.du(root)
-    per_volume = {key: sum(t[key] for t in tasks) / args.frames * 1e3
-                  for key in ("read_s", "render_s", "to_host_s", "write_s", "mark_s")}
-    copy_rate = sum(t["bytes"] for t in tasks) / sum(t["to_host_s"] for t in tasks) / 1e9
-    results["ensemble"] = {"fps": fps, "error": error, "workers": n_workers, "slots": slots,
-                           "batch_size": batch, "startup_s": startup, "store_bytes": size,
-                           "per_volume_ms": per_volume, "to_host_gb_s": copy_rate,
-                           "d2h": dask.config.get("cryoensemble.device-to-host") if args.gpus else "cpu"}
-
-    kind = (f"{args.gpus} GPU(s), {n_workers} processes x {slots // n_workers} tasks"
-            if args.gpus else f"{n_workers} CPU worker(s)")
-    print(f"\n| method | frames | frames/s | rel. error (float64 exact) | ratio |")
-    print("| --- | --- | --- | --- | --- |")
-    if loop_fps:
-        print(f"| loop: {results['loop']['method']} | {len(dims)} | {loop_fps:.1f} | "
-              f"{results['loop']['error']:.1e} | 1.0 |")
-    ratio = f"{fps / loop_fps:.1f}" if loop_fps else "-"
-    print(f"| cryoensemble render_ensemble, {kind}, zstd zarr at {store.protocol}:// | "
-          f"{args.frames} | {fps:.1f} | "
-          f"{error:.1e} | {ratio} |")
-    print(f"\ncluster start {startup:.1f} s (excluded); store {size / 2**20:.0f} MiB "
-          f"({size / (args.frames * np.prod(shape) * 4):.2f} of raw float32); "
-          f"batch {results['ensemble']['batch_size']} conformations/task")
-    print("task time per volume (ms, summed over tasks; stages of one task overlap other "
-          "tasks'): " + ", ".join(f"{k[:-2]} {v:.2f}" for k, v in per_volume.items()))
-    print(f"device-to-host {copy_rate:.2f} GB/s per task "
-          f"({results['ensemble']['d2h']}), {fps * np.prod(shape) * 4 / 1e9:.2f} GB/s overall")
+    profile = stage_profile(tasks, n_frames)
+    fps = n_frames / elapsed
+    run.update(fps=fps, error=error, verify_ok=verified.ok, batch_size=batch,
+               store_bytes=size, protocol=store.protocol, profile=profile,
+               host_cores_busy=cpu)
+    grid = "x".join(map(str, shape))
+    print(f"\n## {grid}: {n_frames} frames, {fps:.1f} frames/s, error {error:.1e}, verify "
+          f"{'ok' if verified.ok else verified.bad or verified.metadata}; batch {batch} per "
+          f"task (device batches {profile['batches']}, {profile['oom_retries']} OOM retries)")
+    print("stage     | wall ms/vol (render, encode: GPU) | host user ms/vol | host system ms/vol")
+    for stage in STAGES:
+        p = profile[stage]
+        print(f"{stage:9s} | {p['wall_ms']:8.3f} | {p['user_ms']:8.3f} | {p['system_ms']:8.3f}")
+    print(f"bytes per volume: raw {volume_bytes / 2**20:.2f} MiB, to host "
+          f"{profile['to_host_bytes'] / 2**20:.3f} MiB, written {profile['written_bytes'] / 2**20:.3f}"
+          f" MiB; store {size / 2**20:.0f} MiB ({size / (n_frames * volume_bytes):.4f} of raw)")
+    print(f"to host {profile['to_host_bytes'] * fps / 1e9:.3f} GB/s, raw volumes "
+          f"{fps * volume_bytes / 1e9:.2f} GB/s")
     if cpu:
-        results["ensemble"]["host_cores_busy"] = cpu
-        print("host cores busy during the run (of " f"{os.cpu_count()}): " +
+        print(f"host cores busy during the run (of {os.cpu_count()}): " +
               ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
-    if not args.workdir:
-        shutil.rmtree(workdir, ignore_errors=True)
+    sys.stdout.flush()
+    return run
 
 
 if __name__ == "__main__":

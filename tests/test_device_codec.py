@@ -26,6 +26,8 @@ LAYOUTS = {
     "chunks": ((40, 45, 50), (1, 16, 16, 32), None),
     "shards": ((40, 45, 50), (1, 20, 15, 25), (1, 40, 45, 50)),
     "edge_shards": ((40, 45, 50), (1, 8, 16, 16), (1, 24, 32, 32)),
+    # A shard holding one inner chunk still has its index (the store's small grids).
+    "one_chunk_shards": ((40, 45, 50), (1, 40, 45, 50), (1, 40, 45, 50)),
 }
 
 
@@ -167,3 +169,112 @@ def test_gpu_frames_decode_through_zarr(layout, dtype):
     unsigned = f"u{np.dtype(dtype).itemsize}"
     assert np.array_equal(back.view(unsigned), volumes.view(unsigned))
     assert sum(len(v) for v in encoded.values() if v is not None) < volumes.nbytes
+
+
+def _new_store(path, layout):
+    from cryoensemble.store import prepare_store
+
+    parameters = {"voxel_size": 1.0, "shape": list(layout.shape), "dtype": layout.dtype,
+                  "n_conformations": layout.n_conformations, "z_chunk": layout.z_chunk}
+    assert prepare_store(str(path), layout, parameters, {}, {})
+    return str(path)
+
+
+@pytest.mark.parametrize("z_chunk", [40, 16])
+def test_store_objects_from_the_encoder_equal_zarrs_and_read_back(tmp_path, z_chunk):
+    """The GPU workers' write path (encoder objects -> `StoreWriter.write_objects`), here
+    with numcodecs frames: the store holds exactly the objects zarr's own writes make
+    (`write_volumes`), reads back bit for bit through `open_store`, and verifies; the
+    all-zero conformation is recorded empty, not stored."""
+    from cryoensemble.store import StoreLayout, open_store, open_writer, verify_store
+
+    volumes = golden_volumes((40, 45, 50), np.float32)
+    layout = StoreLayout(3, (40, 45, 50), "float32", z_chunk)
+    ours, zarrs = _new_store(tmp_path / "ours", layout), _new_store(tmp_path / "zarr", layout)
+    writer = open_writer(ours)
+    encoder = ZarrChunkEncoder(writer.potential_array, compressor="numcodecs")
+    written = writer.write_objects(encoder.encode(volumes, 0))
+    writer.mark_rendered(0, 3)
+    reference = open_writer(zarrs)
+    reference.write_volumes(0, volumes)
+    reference.mark_rendered(0, 3)
+
+    def objects(root):
+        files = sorted(p for p in (tmp_path / root / "potential" / "c").rglob("*") if p.is_file())
+        return {str(p.relative_to(tmp_path / root)): p.read_bytes() for p in files}
+
+    assert objects("ours") == objects("zarr")
+    assert written == sum(len(v) for v in objects("ours").values())
+    assert not any(key.startswith("potential/c/2/") for key in objects("ours"))
+    back = open_store(ours)["potential"].values
+    assert np.array_equal(back.view(np.uint32), volumes.view(np.uint32))
+    assert verify_store(ours).ok
+    with pytest.raises(ValueError, match="not a shard key"):
+        writer.write_objects({"c/0/0": b""})
+
+
+def test_out_of_memory_batch_is_retried_smaller(tmp_path, monkeypatch):
+    """A batch that runs out of device memory (the error injected as XLA raises it) is
+    rendered again in halves; the store then equals one rendered without the error, the
+    smaller size is kept for the worker's next task, and any other error still fails."""
+    import jax
+
+    from cryoensemble.distributed import plan_render, tasks
+    from cryoensemble.sources import TrajectorySource
+    from cryoensemble.store import open_store, prepare_store
+    from helpers import DATA
+
+    source = TrajectorySource(DATA / "adk.psf", DATA / "adk_dims.dcd")
+
+    def planned(name):
+        plan = plan_render(source, shape=24, voxel_size=3.0, store=str(tmp_path / name),
+                           batch_size=4, n_workers=1)
+        prepare_store(plan.store, plan.layout, plan.parameters, plan.source.labels(),
+                      plan.attributes)
+        return plan.spec
+
+    def same_render(a, b):
+        """Bit for bit on CPU; a GPU's scatter-adds run in no fixed order (last bits)."""
+        if jax.devices()[0].platform == "cpu":
+            assert np.array_equal(a, b)
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(b).max())
+
+    render = tasks._render_batch
+    clean = planned("clean")
+    tasks.worker_state().batch_limits.clear()
+    tasks.render_conformations(source, clean, 0, 5)
+
+    # The GPU workers' task path (encoded objects stored as they are), with host frames.
+    monkeypatch.setattr(tasks, "_device_encoder", lambda writer, volumes: ZarrChunkEncoder(
+        writer.potential_array, compressor="numcodecs"))
+    encoded = planned("encoded")
+    result = tasks.render_conformations(source, encoded, 0, 5)
+    # Frames cross to the host; checksums and shard indexes are added there.
+    assert 0 < result["to_host_bytes"] < result["written_bytes"] < result["bytes"]
+    same_render(open_store(encoded.store)["potential"].values,
+                open_store(clean.store)["potential"].values)
+    monkeypatch.undo()
+
+    def oom_above_one(source, spec, positions):
+        if positions.shape[0] > 1:
+            raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate "
+                               "4294967296 bytes.")
+        return render(source, spec, positions)
+
+    monkeypatch.setattr(tasks, "_render_batch", oom_above_one)
+    retried = planned("retried")
+    result = tasks.render_conformations(source, retried, 0, 5)
+    assert result["batch"] == 1 and result["retries"] == 2
+    assert tasks.worker_state().batch_limits[(retried.shape, retried.renderer)] == 1
+    same_render(open_store(retried.store)["potential"].values,
+                open_store(clean.store)["potential"].values)
+    tasks.worker_state().batch_limits.clear()
+
+    def broken(source, spec, positions):
+        raise RuntimeError("INVALID_ARGUMENT: something else")
+
+    monkeypatch.setattr(tasks, "_render_batch", broken)
+    with pytest.raises(RuntimeError, match="INVALID_ARGUMENT"):
+        tasks.render_conformations(source, planned("broken"), 0, 2)
+    assert not tasks.is_device_out_of_memory(MemoryError("host"))

@@ -74,8 +74,8 @@ class _DeviceBytes:
         }
 
 
-def _layout(array) -> tuple[tuple[int, ...], tuple[int, ...], int | None, object]:
-    """(shard shape, inner chunk shape, zstd level, fill value) of a 4-d zarr v3 array
+def _layout(array) -> tuple[tuple[int, ...], tuple[int, ...], int | None, object, bool]:
+    """(shard shape, inner chunk shape, zstd level, fill value, sharded) of a 4-d zarr v3 array
     `(n, z, y, x)` whose chunks hold one conformation and whose codecs are
     `[bytes, zstd, crc32c]`, plain or inside sharding; a clear error otherwise."""
     from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
@@ -120,15 +120,17 @@ def _layout(array) -> tuple[tuple[int, ...], tuple[int, ...], int | None, object
             )
         level = plain_chain(tuple(sharding.codecs), "inner-chunk")
         inner = tuple(sharding.chunk_shape)
+        sharded = True
     else:
         level = plain_chain(codecs, "chunk")
         inner = outer
+        sharded = False
     if outer[0] != 1 or inner[0] != 1:
         raise ValueError(
             f"ZarrChunkEncoder: {name} chunks {outer} / inner chunks {inner} must hold one "
             "conformation (first axis 1)"
         )
-    return outer[1:], inner[1:], level, metadata.fill_value
+    return outer[1:], inner[1:], level, metadata.fill_value, sharded
 
 
 def _padded_blocks(volumes, shard, inner, fill):
@@ -199,7 +201,8 @@ class ZarrChunkEncoder:
                 "ZarrChunkEncoder: compressor='nvcomp' needs a CUDA device for JAX and the "
                 "nvidia-nvcomp package (pip install nvidia-nvcomp-cu13)"
             )
-        self.shard_shape, self.chunk_shape, self.level, self.fill_value = _layout(array)
+        self.shard_shape, self.chunk_shape, self.level, self.fill_value, self.sharded = (
+            _layout(array))
         for s, c in zip(self.shard_shape, self.chunk_shape):
             if s % c:
                 raise ValueError(
@@ -208,7 +211,6 @@ class ZarrChunkEncoder:
                 )
         self.volume_shape = tuple(int(n) for n in array.shape[1:])
         self.dtype = np.dtype(array.dtype)
-        self.sharded = self.shard_shape != self.chunk_shape
         self._contiguous = (
             self.chunk_shape[1:] == self.volume_shape[1:]
             and self.shard_shape[1:] == self.volume_shape[1:]

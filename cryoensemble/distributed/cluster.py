@@ -7,7 +7,7 @@ import os
 import dask.config
 import dask.utils
 
-from . import config as _config
+from . import config
 
 
 # Each worker is one process with one JAX thread: Dask provides the parallelism, and JAX
@@ -22,7 +22,7 @@ _CPU_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_thread
 
 
 def _log_level() -> int:
-    return logging.getLevelName(str(_config.get("worker-log-level")).upper())
+    return logging.getLevelName(str(config.get("worker-log-level")).upper())
 
 
 def make_local_cluster(n_workers: int | None = None, gpus: int | None = None,
@@ -57,20 +57,48 @@ def _gpu_cluster(gpus: int, processes_per_gpu: int | None = None,
                  threads_per_process: int | None = None, **kwargs):
     """Worker processes that each see one GPU.
 
-    Rendering takes the device a small fraction of a volume's time; the host's work is
-    compressing and writing (a batch reaches pinned host memory through the DMA engine,
-    `tasks.host_pieces`). So by default every core runs one single-threaded worker
-    process (the host's cores divided among the GPUs), each encoding its own chunks:
-    threads of one process compressing side by side spent much of the host in the
-    kernel (benchmarks/ensemble.py compares the layouts). `threads_per_process` > 1 runs
-    several tasks per process. With one process per GPU this is
-    dask-cuda's `LocalCUDACluster` where installed; otherwise distributed's SpecCluster.
+    With nvCOMP installed, batches are compressed on the device and the host only
+    checksums and stores compressed objects, so a few processes per GPU keep it busy
+    (`DEVICE_CODEC_PROCESSES_PER_GPU`, from benchmarks/ensemble.py); without it, the
+    host compresses, so every core runs one single-threaded worker process (the cores
+    divided among the GPUs). With device compression each process gets an equal share
+    of its GPU's memory for JAX (`XLA_PYTHON_CLIENT_MEM_FRACTION`), with room left
+    outside JAX's pool for nvCOMP's buffers; every process sizes its batches from its
+    pool (`tasks.fitting_batch`) and retries a batch that runs out in halves. `threads_per_process` > 1 runs several
+    tasks per process. With one process per GPU this is dask-cuda's `LocalCUDACluster`
+    where installed; otherwise distributed's SpecCluster.
     """
     cores = os.cpu_count() or 1
-    processes_per_gpu = processes_per_gpu or max(1, cores // gpus)
+    codec = device_codec_installed() and config.get("device-compression") == "auto"
+    if not processes_per_gpu:
+        per_gpu = max(1, cores // gpus)
+        processes_per_gpu = min(per_gpu, DEVICE_CODEC_PROCESSES_PER_GPU) if codec else per_gpu
     threads_per_process = threads_per_process or 1
     env = dict(WORKER_ENVIRONMENT)
+    if codec:
+        share = _JAX_SHARE_WITH_CODEC / processes_per_gpu
+        env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{share:.4f}"
     return _gpu_workers(gpus, processes_per_gpu, threads_per_process, env, **kwargs)
+
+
+# Worker processes per GPU when batches are compressed on the device: 16 per H100 ran
+# nvCOMP out of device memory (its buffers live outside JAX's pools); 4 did not at 96^3.
+DEVICE_CODEC_PROCESSES_PER_GPU = 4
+# With device compression, the fraction of a GPU's memory that its worker processes' JAX
+# pools take together: the rest holds CUDA contexts and nvCOMP's output and scratch
+# buffers (of the order of the batch itself, more for small chunks).
+_JAX_SHARE_WITH_CODEC = 0.5
+
+
+def device_codec_installed() -> bool:
+    """Whether nvCOMP's Python package is installed (checked without starting CUDA: the
+    client never initializes a GPU)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("nvidia.nvcomp") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _gpu_workers(gpus, processes_per_gpu, threads_per_process, env, **kwargs):
@@ -141,7 +169,7 @@ def _client_for(address: str | None, scheduler_file: str | None, security):
     from ..errors import InfrastructureError
 
     where = address or scheduler_file
-    timeout = dask.utils.parse_timedelta(_config.get("scheduler-timeout"))
+    timeout = dask.utils.parse_timedelta(config.get("scheduler-timeout"))
     try:
         return Client(address, scheduler_file=scheduler_file, security=security,
                       timeout=timeout)

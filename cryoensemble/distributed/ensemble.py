@@ -66,11 +66,13 @@ class RenderPlan:
         """`(start, stop)` of the conformations each task (or slab-split one) renders."""
         return _runs(np.asarray(self.todo, np.int64), self.batch_size, self.n_batches)
 
-    def for_workers(self, n_workers: int) -> "RenderPlan":
-        """The plan with its batch size sized for `n_workers` tasks at once (unless given)."""
+    def for_workers(self, n_workers: int, device_encoded: bool = False) -> "RenderPlan":
+        """The plan with its batch size sized for `n_workers` tasks at once (unless given);
+        `device_encoded`: the workers compress on their devices (see `default_batch_size`)."""
         if not self.auto_batch or self.n_batches > 1:
             return self
-        size = default_batch_size(len(self.todo), n_workers, int(np.prod(self.spec.shape)) * 4)
+        size = default_batch_size(len(self.todo), n_workers, int(np.prod(self.spec.shape)) * 4,
+                                  device_encoded)
         return dataclasses.replace(self, spec=dataclasses.replace(self.spec, batch_size=size))
 
     @property
@@ -116,11 +118,15 @@ class RenderReport:
                       for i in range(r["start"], r["stop"]))
 
 
-def default_batch_size(n_todo: int, n_workers: int, volume_bytes: int) -> int:
-    """Conformations per task: enough tasks to balance (~4 per worker), each holding at
-    most ~256 MiB of volumes and at most 64 of them."""
+def default_batch_size(n_todo: int, n_workers: int, volume_bytes: int,
+                       device_encoded: bool = False) -> int:
+    """Conformations per task: enough tasks to balance (~4 per worker), at most 64, and,
+    where the host compresses (not `device_encoded`), at most ~256 MiB of volumes on the
+    host. Device-encoding workers bound their batches by device memory themselves
+    (`tasks.fitting_batch`); nvCOMP's time per call has a floor that large batches
+    amortise."""
     by_balance = max(1, n_todo // max(1, 4 * n_workers))
-    by_memory = max(1, (256 * 2**20) // volume_bytes)
+    by_memory = n_todo if device_encoded else max(1, (256 * 2**20) // volume_bytes)
     return int(min(64, by_balance, by_memory))
 
 
@@ -277,6 +283,12 @@ def _worker_memory(client) -> int:
     return min(limits) if limits else 2**62
 
 
+def workers_encode_on_device(client) -> bool:
+    """Whether every worker of `client` compresses its batches on its GPU."""
+    answers = client.run(tasks.encodes_on_device)
+    return bool(answers) and all(answers.values())
+
+
 def _task_slots(client) -> int:
     return sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
 
@@ -375,7 +387,7 @@ def render_ensemble(
         return plan
     with connect(client, scheduler_address, gpus, n_workers, scheduler_file=scheduler_file,
                  security=security) as dask_client:
-        plan = plan.for_workers(_task_slots(dask_client))
+        plan = plan.for_workers(_task_slots(dask_client), workers_encode_on_device(dask_client))
         if not embedded:
             _checks.check_memory(plan, _worker_memory(dask_client), "the cluster")
         run_plan(plan, dask_client, overwrite=overwrite, progress=progress)
@@ -415,7 +427,7 @@ def lazy_ensemble(
     size = int(batch_size) if batch_size is not None else default_batch_size(
         n, os.cpu_count() or 1, volume_bytes)
     spec = tasks.RenderSpec(shape, voxel_size, float(truncation), size,
-                            _centre(source, center), float(extra_b_factor), None, renderer)
+                            _checks.centre_of(source, center), float(extra_b_factor), None, renderer)
     atoms = tasks.support_plan(source, spec)  # validates elements before any graph runs
     layout = store_module.StoreLayout(n, shape, dtype, shape[0])
     parameters, attributes = _store_records(source, spec, layout, atoms.support)

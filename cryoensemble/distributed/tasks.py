@@ -101,6 +101,9 @@ class WorkerState:
     - `renderers`: compiled renderers by static key.
     - `pinned_unavailable`: platforms without pinned host memory; `compiles`: renderers
       built so far.
+    - `encoders`: device chunk encoders by (store, device); `device_codec`: whether
+      nvCOMP runs here (None until asked); `batch_limits`: the most conformations per
+      batch by (grid, renderer), from device memory and lowered after an out-of-memory.
     """
 
     def __init__(self):
@@ -110,6 +113,9 @@ class WorkerState:
         self.renderers = _Bounded(32)
         self.pinned_unavailable: set[str] = set()
         self.compiles = 0
+        self.encoders = _Bounded(4)
+        self.device_codec: bool | None = None
+        self.batch_limits: dict[tuple, int] = {}
 
 
 _STATE = WorkerState()
@@ -354,36 +360,189 @@ def _render_batch(source, spec: RenderSpec, positions: np.ndarray):
 def render_conformations(source, spec: RenderSpec, start: int, stop: int) -> dict:
     """Render conformations `[start, stop)`, write them, then mark them done.
 
-    The batch reaches the host in pieces (`host_pieces`); each piece is written through
-    zarr's codec pipeline as soon as it is there; the task returns once every shard, then
-    every marker, is stored. Returns the range, the bytes rendered and where this task's
-    time went (s): `read`, `render` (until the device is done), `to_host` (waiting for
-    copies), `write` (encoding and storing every shard), `mark`.
+    On a GPU worker with nvCOMP (`cryoensemble.device-compression: auto`) each batch is
+    cut into the store's chunks and zstd-compressed on the device, and only the
+    compressed objects reach the host, which stores them as they are
+    (`StoreWriter.write_objects`); elsewhere the batch reaches the host in pieces
+    (`host_pieces`), each written through zarr's codec pipeline. The range runs in
+    batches that fit the worker's device memory (`fitting_batch`); a batch that runs out
+    of device memory is retried in halves, and the smaller size is kept for later tasks.
+
+    Returns the range, the bytes rendered, the bytes copied to the host (`to_host_bytes`)
+    and written (`written_bytes`), where the task's time went (s: `read`, `render` until
+    the device is done, `encode` on the device, `to_host`, `write` (host encoding, when
+    zarr's codec runs, and storing), `mark`) and the process's host-core time per stage
+    (`cpu_user_s`/`cpu_system_s`: {stage: s}).
     """
-    t0 = time.perf_counter()
-    positions = _pad_batch(_read(source, spec, start, stop), spec.batch_size)
-    t1 = time.perf_counter()
-    volumes = _render_batch(source, spec, positions)
-    volumes.block_until_ready()
-    t2 = time.perf_counter()
+    profile = _Profile()
+    fits = fitting_batch(spec)
+    # Equal batches of the planned size's parts (the same few sizes on every task: one
+    # compile each), not a full batch and a padded remainder.
+    size = spec.batch_size
+    if fits < size:
+        size = -(-size // -(-size // fits))
+    a = start
+    while a < stop:
+        b = min(stop, a + size)
+        try:
+            _render_and_write(source, spec, a, b, size, profile)
+        except Exception as error:  # noqa: BLE001 - only device OOM is retried
+            if size == 1 or not is_device_out_of_memory(error):
+                raise
+            size = max(1, size // 2)
+            _STATE.batch_limits[_batch_key(spec)] = size
+            profile.retries += 1
+            continue
+        a = b
+    with profile.stage("mark"):
+        store_module.open_writer(spec.store).mark_rendered(start, stop)
+    volume_bytes = int(np.prod(spec.shape)) * 4
+    return {"start": start, "stop": stop, "bytes": volume_bytes * (stop - start),
+            "batch": size, "retries": profile.retries, **profile.result()}
+
+
+class _Profile:
+    """Wall time and this process's user/system CPU time per task stage."""
+
+    STAGES = ("read", "render", "encode", "to_host", "write", "mark")
+
+    def __init__(self):
+        self.wall = dict.fromkeys(self.STAGES, 0.0)
+        self.user = dict.fromkeys(self.STAGES, 0.0)
+        self.system = dict.fromkeys(self.STAGES, 0.0)
+        self.to_host_bytes = 0
+        self.written_bytes = 0
+        self.retries = 0
+
+    def stage(self, name: str):
+        import contextlib
+        import resource
+
+        @contextlib.contextmanager
+        def timed():
+            usage, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            try:
+                yield
+            finally:
+                after = resource.getrusage(resource.RUSAGE_SELF)
+                self.wall[name] += time.perf_counter() - t
+                self.user[name] += after.ru_utime - usage.ru_utime
+                self.system[name] += after.ru_stime - usage.ru_stime
+
+        return timed()
+
+    def result(self) -> dict:
+        return {**{f"{k}_s": v for k, v in self.wall.items()},
+                "cpu_user_s": dict(self.user), "cpu_system_s": dict(self.system),
+                "to_host_bytes": self.to_host_bytes, "written_bytes": self.written_bytes}
+
+
+def _render_and_write(source, spec: RenderSpec, a: int, b: int, size: int, profile) -> None:
+    """Render conformations [a, b) as one batch padded to `size`, write their shards."""
+    with profile.stage("read"):
+        positions = _pad_batch(_read(source, spec, a, b), size)
+    with profile.stage("render"):
+        volumes = _render_batch(source, spec, positions)
+        volumes.block_until_ready()
     writer = store_module.open_writer(spec.store)
-    to_host_s = 0.0
-    copies = host_pieces(volumes, stop - start)
+    encoder = _device_encoder(writer, volumes)
+    if encoder is not None:
+        with profile.stage("encode"):
+            blocks, keep = encoder.chunks(volumes[: b - a] if b - a < size else volumes)
+            frames = encoder.compress(blocks, keep)
+        with profile.stage("to_host"):
+            payload = encoder.fetch(frames)
+            profile.to_host_bytes += sum(len(p) for p in payload)
+        del blocks, frames
+        with profile.stage("write"):
+            profile.written_bytes += writer.write_objects(encoder.assemble(payload, keep, a))
+        return
+    copies = host_pieces(volumes, b - a)
     while True:
-        t = time.perf_counter()
-        piece = next(copies, None)
-        to_host_s += time.perf_counter() - t
+        with profile.stage("to_host"):
+            piece = next(copies, None)
         if piece is None:
             break
         offset, host = piece
-        writer.write_volumes(start + offset, host)
-    t4 = time.perf_counter()
-    writer.mark_rendered(start, stop)
-    t5 = time.perf_counter()
-    volume_bytes = volumes.nbytes // volumes.shape[0]
-    return {"start": start, "stop": stop, "bytes": volume_bytes * (stop - start),
-            "read_s": t1 - t0, "render_s": t2 - t1, "to_host_s": to_host_s,
-            "write_s": t4 - t2 - to_host_s, "mark_s": t5 - t4}
+        profile.to_host_bytes += host.nbytes
+        with profile.stage("write"):
+            writer.write_volumes(a + offset, host)
+        profile.written_bytes += host.nbytes  # raw; zarr compresses it
+
+
+def _device_encoder(writer, volumes):
+    """This worker's `ZarrChunkEncoder` (nvCOMP) for the store's `potential`, when the
+    batch is on a CUDA device, nvCOMP is installed and `cryoensemble.device-compression`
+    allows it; None means zarr's own CPU codec."""
+    device = next(iter(volumes.devices()))
+    if device.platform != "gpu" or not encodes_on_device():
+        return None
+    from ._device_codec import ZarrChunkEncoder
+
+    key = (writer.location, device.id)
+    return _STATE.encoders.get_or_make(
+        key, lambda: ZarrChunkEncoder(writer.potential_array, compressor="nvcomp"))
+
+
+# Device memory a batch needs per volume, in volumes' bytes: inside JAX's pool the batch,
+# its chunk rearrangement and the renderer's temporaries; nvCOMP's output and scratch
+# come outside it (the GPU cluster leaves them room, see cluster._gpu_cluster).
+_DEVICE_BYTES_PER_VOLUME = 6
+# Device memory a batch needs whatever its size (renderer passes, XLA workspace): a
+# 2.5 GiB pool ran out at 256^3 with 5 volumes under a 1 GiB allowance.
+_DEVICE_BYTES_FIXED = 2 * 2**30
+
+
+def fitting_batch(spec: RenderSpec) -> int:
+    """The most conformations per batch this worker's device memory holds (the task's
+    batch size on the host), lowered for good after a batch ran out of memory."""
+    import jax
+
+    key = _batch_key(spec)
+    if key in _STATE.batch_limits:
+        return _STATE.batch_limits[key]
+    device = jax.devices()[0]
+    limit = None
+    if device.platform != "cpu":
+        limit = (device.memory_stats() or {}).get("bytes_limit")
+    if not limit:
+        return spec.batch_size
+    volume_bytes = int(np.prod(spec.shape)) * 4
+    fits = max(1, (int(limit) - _DEVICE_BYTES_FIXED) // (_DEVICE_BYTES_PER_VOLUME * volume_bytes))
+    _STATE.batch_limits[key] = int(fits)
+    return int(fits)
+
+
+def encodes_on_device() -> bool:
+    """Whether this worker's batches are compressed on its device (a CUDA device, nvCOMP
+    and `cryoensemble.device-compression: auto`): then the host never holds a raw batch,
+    and batch sizes are bounded by device memory alone."""
+    import jax
+
+    if config.get("device-compression") != "auto" or jax.devices()[0].platform != "gpu":
+        return False
+    if _STATE.device_codec is None:
+        from ._device_codec import device_codec_available
+
+        _STATE.device_codec = device_codec_available()
+    return _STATE.device_codec
+
+
+def _batch_key(spec: RenderSpec) -> tuple:
+    return (spec.shape, spec.renderer)
+
+
+_OUT_OF_MEMORY = ("RESOURCE_EXHAUSTED", "out of memory", "cudaErrorMemoryAllocation",
+                  "CUDA_ERROR_OUT_OF_MEMORY", "OUT_OF_MEMORY")
+
+
+def is_device_out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is a device allocation failure (XLA's RESOURCE_EXHAUSTED, CUDA's or
+    nvCOMP's out-of-memory), which a smaller batch avoids."""
+    if isinstance(error, MemoryError):
+        return False  # the host's memory: a smaller device batch does not help
+    text = f"{type(error).__name__}: {error}"
+    return any(marker.lower() in text.lower() for marker in _OUT_OF_MEMORY)
 
 
 # Bytes per piece of a batch copied to the host: small enough that compression starts

@@ -262,6 +262,57 @@ class StoreWriter:
         if self.location.is_local:
             self._fsync(written + [f"{EMPTY_SHARD}/c/{i}/{s}" for i, s in empty])
 
+    @property
+    def potential_array(self):
+        """The `potential` `zarr.Array` (for encoders that need its codecs and chunking)."""
+        return self._potential
+
+    def write_objects(self, objects: dict) -> int:
+        """Store already-encoded objects of `potential` whole (what
+        `ZarrChunkEncoder.encode` returns: `{key relative to the array: bytes or None}`,
+        keys `c/<conformation>/<shard>/0/0`); None records the shard as empty, as
+        `write_volumes` does for an all-zero shard. The bytes are exactly zarr's, so any
+        zarr reader decodes them. Returns the bytes written."""
+        data, empty = {}, []
+        for key, value in objects.items():
+            parts = key.split("/")
+            if len(parts) != 5 or parts[0] != "c" or parts[3:] != ["0", "0"]:
+                raise ValueError(f"{self.location.url}: {key!r} is not a shard key of "
+                                 f"{POTENTIAL} (c/<conformation>/<shard>/0/0)")
+            if value is None:
+                empty.append((int(parts[1]), int(parts[2])))
+            else:
+                data[f"{POTENTIAL}/{key}"] = value
+        self._put_all(data)
+        for i, s in empty:
+            self._empty[i, s] = 1
+        if self.location.is_local and empty:
+            self._fsync([f"{EMPTY_SHARD}/c/{i}/{s}" for i, s in empty])
+        return sum(len(v) for v in data.values())
+
+    def _put_all(self, objects: dict) -> None:
+        """Write objects; local files fsynced (with their folders) before returning, so
+        the marker written after them never points at data a crash could lose."""
+        if not objects:
+            return
+        fs, root = self.location.filesystem()
+        if not self.location.is_local:
+            fs.pipe({f"{root}/{key}": bytes(value) for key, value in objects.items()})
+            return
+        directories = set()
+        for key, value in objects.items():
+            path = os.path.join(root, *key.split("/"))
+            directory = os.path.dirname(path)
+            if directory not in directories:
+                os.makedirs(directory, exist_ok=True)
+                directories.add(directory)
+            with open(path, "wb") as handle:
+                handle.write(value)
+                handle.flush()
+                os.fsync(handle.fileno())
+        for directory in directories:
+            fsync_directory(directory)
+
     def mark_rendered(self, start: int, stop: int) -> None:
         """Mark conformations [start, stop) done (after all their data is written)."""
         self._rendered[start:stop] = 1
