@@ -273,7 +273,8 @@ def test_overwrite_replaces_half_made_store_never_a_foreign_one(client, place, r
                    capture_output=True)
     source = MultiModelSource(NMR)
     with pytest.raises(StoreMismatchError, match="shape") as info:
-        render_ensemble(source, store=location, client=client, shape=20, voxel_size=1.0)
+        render_ensemble(source, store=location, client=client, shape=20, voxel_size=1.0,
+                        outside="clip")
     assert "\n" not in str(info.value)
     render_ensemble(source, store=location, client=client, overwrite=True, **KWARGS)
     assert_equals_clean(location, reference)

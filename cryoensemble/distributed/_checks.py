@@ -117,11 +117,9 @@ def check_store_path(location, parameters: dict, overwrite: bool) -> None:
     if os.path.isfile(store):
         raise PlanError(f"{store}: is a file, not a store directory; choose another --out")
     if os.path.isdir(store):
+        # A folder that holds something else is refused by the store itself
+        # (`check_target`), which also knows a store being created under another's lease.
         existing = store_module.read_parameters(store)
-        if existing is None:
-            raise store_module.StoreMismatchError(
-                f"{store}: exists and is not a cryoensemble store; refusing to touch it "
-                "(choose another --out)")
         parameters = store_module.canonical_parameters(parameters)
         if existing is not None and existing != parameters and not overwrite:
             changed = sorted(k for k in set(existing) | set(parameters)
