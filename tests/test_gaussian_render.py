@@ -316,7 +316,10 @@ def test_atoms_on_a_window_boundary_are_selected_as_the_kernel_adds_them():
     whole = np.asarray(render(volume))
     selected = GaussianMixtureVolume(positions[mask], 1.0, 0.4)
     slab = np.asarray(render.render_slab(selected, z0, z1 - z0))
-    np.testing.assert_array_equal(slab, whole[z0:z1])
+    if jax.default_backend() == "cpu":
+        np.testing.assert_array_equal(slab, whole[z0:z1])
+    else:  # GPU scatter-adds run in no fixed order: equal to float32 rounding
+        np.testing.assert_allclose(slab, whole[z0:z1], rtol=0, atol=1e-6 * np.abs(whole).max())
 
 
 def test_jit_and_vmap_with_support_radius():
