@@ -8,21 +8,29 @@ A potential store (`render`) -> one MRC per conformation (`--mrc DIR`); a partic
 def _export(args) -> int:
     from . import store as store_module
     from .cli import storage_options
+    from .errors import UsageError
 
     options = storage_options(args)
-    potential = store_module.read_parameters(args.store, options) is not None
-    if potential:
+    parameters = store_module.read_parameters(args.store, options)
+    particles = parameters is not None and isinstance(
+        store_module.layout_from_parameters(parameters), store_module.ImageStackLayout)
+    if parameters is not None and not particles:
         if args.mrc is None:
-            raise ValueError(f"{args.store}: a potential store exports to MRC: give --mrc DIR")
+            raise UsageError(f"{args.store}: a potential store exports to MRC: give --mrc DIR")
+        if args.conformations is not None:
+            try:
+                store_module.parse_conformations(args.conformations, 2**62)  # syntax only
+            except ValueError as error:
+                raise UsageError(str(error)) from None
         paths = store_module.export_mrc(args.store, args.mrc, conformations=args.conformations,
                                         storage_options=options, overwrite=args.overwrite)
         print(f"{args.store} -> {len(paths)} MRC files in {args.mrc}")
         return 0
     if args.relion is None:
-        raise ValueError(f"{args.store}: not a potential store; a particle store exports with "
+        raise UsageError(f"{args.store}: not a potential store; a particle store exports with "
                          "--relion DIR")
     if args.conformations is not None:
-        raise ValueError("--conformations: only for a potential store (--mrc)")
+        raise UsageError("--conformations: only for a potential store (--mrc)")
     from .particles import export_relion
 
     star = export_relion(args.store, args.relion, images_per_stack=args.images_per_stack,

@@ -120,7 +120,7 @@ def test_export_mrc_overlays_the_model(store, source, tmp_path):
 
 def test_export_refuses_bad_requests_in_one_line(store, tmp_path, capsys):
     assert main(["export", store, "--mrc", str(tmp_path / "a"), "--conformations", "3-1"]) == 2
-    assert main(["export", store, "--mrc", str(tmp_path / "a"), "--conformations", "24"]) == 2
+    assert main(["export", store, "--mrc", str(tmp_path / "a"), "--conformations", "24"]) == 3  # out of range: input
     assert main(["export", store, "--relion", str(tmp_path / "r")]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 3
