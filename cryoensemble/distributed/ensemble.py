@@ -257,6 +257,8 @@ def run_plan(plan: RenderPlan, client, *, overwrite: bool = False,
     with store_module.acquire_lease(plan.store, config.lease_ttl_seconds()):
         store_module.prepare_store(plan.store, plan.layout, plan.parameters,
                                    plan.source.labels(), plan.attributes, overwrite)
+        plan = dataclasses.replace(plan, spec=dataclasses.replace(
+            plan.spec, generation=store_module.store_generation(plan.store)))
         # Decided again under the lease: another run may have finished some meanwhile,
         # and a replaced store starts empty.
         todo = np.flatnonzero(~store_module.done_conformations(plan.store, plan.layout))

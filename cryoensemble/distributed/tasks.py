@@ -61,6 +61,8 @@ class RenderSpec:
     - `extra_b_factor`: A^2 added to every atom's Peng b.
     - `store`: the store (a `cryoensemble.store.StoreLocation`, opaque here).
     - `renderer`: a key of `RENDERERS`.
+    - `generation`: the store's incarnation (`store.store_generation`), set once the
+      store is prepared; workers reuse their writer of the same generation.
     """
 
     shape: tuple[int, int, int]
@@ -71,6 +73,7 @@ class RenderSpec:
     extra_b_factor: float
     store: "store_module.StoreLocation"
     renderer: str = "gaussian"
+    generation: str = ""
 
 
 class _Bounded(collections.OrderedDict):
@@ -101,6 +104,7 @@ class WorkerState:
     - `renderers`: compiled renderers by static key.
     - `pinned_unavailable`: platforms without pinned host memory; `compiles`: renderers
       built so far.
+    - `writers`: open store writers by (store, generation).
     - `encoders`: device chunk encoders by (store, device); `device_codec`: whether
       nvCOMP runs here (None until asked); `batch_limits`: the most conformations per
       batch by (grid, renderer), from device memory and lowered after an out-of-memory.
@@ -113,6 +117,7 @@ class WorkerState:
         self.renderers = _Bounded(32)
         self.pinned_unavailable: set[str] = set()
         self.compiles = 0
+        self.writers = _Bounded(4)
         self.encoders = _Bounded(4)
         self.device_codec: bool | None = None
         self.batch_limits: dict[tuple, int] = {}
@@ -129,6 +134,16 @@ def worker_state() -> WorkerState:
 def compile_count() -> int:
     """How many renderers this process has built (for the no-recompilation check)."""
     return _STATE.compiles
+
+
+def store_writer(spec: RenderSpec):
+    """This worker's `StoreWriter` for the spec's store, opened once per store generation
+    (opening reads three metadata documents: a round trip each on object storage); a
+    spec without a generation gets a fresh writer."""
+    if not spec.generation:
+        return store_module.open_writer(spec.store)
+    return _STATE.writers.get_or_make(
+        (spec.store, spec.generation), lambda: store_module.open_writer(spec.store))
 
 
 def _source_key(source) -> str:
@@ -395,7 +410,7 @@ def render_conformations(source, spec: RenderSpec, start: int, stop: int) -> dic
             continue
         a = b
     with profile.stage("mark"):
-        store_module.open_writer(spec.store).mark_rendered(start, stop)
+        store_writer(spec).mark_rendered(start, stop)
     volume_bytes = int(np.prod(spec.shape)) * 4
     return {"start": start, "stop": stop, "bytes": volume_bytes * (stop - start),
             "batch": size, "retries": profile.retries, **profile.result()}
@@ -444,7 +459,7 @@ def _render_and_write(source, spec: RenderSpec, a: int, b: int, size: int, profi
     with profile.stage("render"):
         volumes = _render_batch(source, spec, positions)
         volumes.block_until_ready()
-    writer = store_module.open_writer(spec.store)
+    writer = store_writer(spec)
     encoder = _device_encoder(writer, volumes)
     if encoder is not None:
         with profile.stage("encode"):
@@ -613,7 +628,7 @@ def render_slab(source, spec: RenderSpec, index: int, z0: int, z1: int) -> dict:
         run = batch_renderer(spec.shape, spec.voxel_size, groups, z1 - z0)
         slab = np.asarray(run(positions, amplitudes, variances, z0))
         t2 = time.perf_counter()
-    store_module.open_writer(spec.store).write_volumes(index, slab, z_start=z0)
+    store_writer(spec).write_volumes(index, slab, z_start=z0)
     t3 = time.perf_counter()
     return {"index": index, "z0": z0, "atoms": int(mask.sum()),
             "seconds": t3 - t0, "select_s": t1 - t0, "render_s": t2 - t1, "write_s": t3 - t2,
@@ -655,7 +670,7 @@ def add_volumes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def write_conformation(spec: RenderSpec, index: int, volume: np.ndarray) -> dict:
-    writer = store_module.open_writer(spec.store)
+    writer = store_writer(spec)
     writer.write_volumes(index, volume[None])
     writer.mark_rendered(index, index + 1)
     return {"index": index}
@@ -663,5 +678,5 @@ def write_conformation(spec: RenderSpec, index: int, volume: np.ndarray) -> dict
 
 def mark_done(spec: RenderSpec, index: int, *slab_results) -> dict:
     """Mark a slab-split conformation done once all its slabs are written."""
-    store_module.open_writer(spec.store).mark_rendered(index, index + 1)
+    store_writer(spec).mark_rendered(index, index + 1)
     return {"index": index, "slabs": len(slab_results), "slab_results": list(slab_results)}

@@ -46,6 +46,7 @@ from ._writer import (
     open_writer as open_writer,
     prepare_store as prepare_store,
     read_parameters as read_parameters,
+    store_generation as store_generation,
     write_volumes as write_volumes,
 )
 
@@ -56,6 +57,6 @@ __all__ = [
     "VerifyReport", "acquire_lease", "as_location", "canonical_parameters", "check_target", "choose_z_chunk",
     "done_conformations", "export_mrc", "forget_conformations", "layout_from_parameters", "mark_rendered",
     "open_store", "open_writer", "package_versions", "parse_conformations", "potential_dataset",
-    "prepare_store", "read_lease", "read_parameters", "verify_store",
+    "prepare_store", "read_lease", "read_parameters", "store_generation", "verify_store",
     "write_volumes",
 ]

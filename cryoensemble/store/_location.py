@@ -228,6 +228,36 @@ def _first_line(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
+def sync_files(paths) -> None:
+    """Make local files durable, then their folders' entries: all fsyncs at once from a
+    few threads, since a journaling filesystem commits concurrent fsyncs together (one
+    after another, each file waits for a commit of its own). Missing files are skipped."""
+    import concurrent.futures
+
+    paths = list(paths)
+    if not paths:
+        return
+    directories = sorted({os.path.dirname(p) for p in paths})
+    if len(paths) == 1:
+        _fsync_file(paths[0])
+        fsync_directory(directories[0])
+        return
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(paths))) as pool:
+        list(pool.map(_fsync_file, paths))
+        list(pool.map(fsync_directory, directories))
+
+
+def _fsync_file(path: str) -> None:
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def fsync_directory(directory: str) -> None:
     """Make a local folder's entries (a renamed file) durable."""
     try:

@@ -6,7 +6,8 @@ one atomic object, so a run killed at any point leaves a store that the next run
 same parameters recognises and finishes (missing metadata is written again, nothing
 rendered is lost), and that `overwrite` may replace. A conformation is done when its
 `rendered` chunk exists and each of its shards exists or is recorded as empty; its data is
-written (and fsynced, on a local disk) before that marker.
+written (and fsynced, on a local disk) before that marker. Markers and empty records are
+not fsynced: one lost in a crash only makes its conformation render again.
 """
 
 import os
@@ -16,7 +17,7 @@ import numpy as np
 from ..errors import StoreMismatchError
 from ._layout import EMPTY_SHARD, IMAGES, POTENTIAL, RENDERED, ImageStackLayout, StoreLayout
 from ._lease import LEASE
-from ._location import StoreLocation, fsync_directory
+from ._location import StoreLocation, sync_files
 from ._schema import (
     IDENTITY,
     canonical,
@@ -49,6 +50,15 @@ def read_parameters(store, storage_options=None) -> dict | None:
     if identity is not None:
         return identity["parameters"]
     return parameters_from_root_metadata(location.get(ROOT_METADATA))
+
+
+def store_generation(store, storage_options=None) -> str:
+    """What tells this incarnation of a store from an earlier one at the same place (its
+    creation time): workers key cached writers by it, so a replaced store is reopened."""
+    location = as_location(store, storage_options)
+    identity = _identity(location)
+    created = identity["created"] if identity else _created_attribute(location)
+    return str(created or "")
 
 
 def _ours_or_empty(location: StoreLocation) -> tuple[str, dict | None]:
@@ -239,6 +249,10 @@ class StoreWriter:
         n, nz, ny, nx = self._potential.shape
         shards = self._potential.shards or self._potential.chunks
         self.layout = StoreLayout(n, (nz, ny, nx), str(self._potential.dtype), shards[1])
+        # Every marker and empty record is the same one-element chunk holding 1: encoded
+        # once by zarr, then stored as plain objects (no codec pipeline per conformation).
+        self._marker = _one_chunk(self._rendered)
+        self._empty_record = _one_chunk(self._empty)
 
     def write_volumes(self, start: int, volumes: np.ndarray, z_start: int = 0) -> None:
         """Write `volumes` (n, z, y, x) into `potential[start:start+n, z_start:z_start+z]`:
@@ -257,10 +271,8 @@ class StoreWriter:
                     written.append(f"{POTENTIAL}/c/{start + i}/{s}/0/0")
                 else:
                     empty.append((start + i, s))
-        for i, s in empty:
-            self._empty[i, s] = 1
-        if self.location.is_local:
-            self._fsync(written + [f"{EMPTY_SHARD}/c/{i}/{s}" for i, s in empty])
+        self._record_empty(empty)
+        self._fsync(written)
 
     @property
     def potential_array(self):
@@ -283,23 +295,21 @@ class StoreWriter:
                 empty.append((int(parts[1]), int(parts[2])))
             else:
                 data[f"{POTENTIAL}/{key}"] = value
-        self._put_all(data)
-        for i, s in empty:
-            self._empty[i, s] = 1
-        if self.location.is_local and empty:
-            self._fsync([f"{EMPTY_SHARD}/c/{i}/{s}" for i, s in empty])
+        self._put_all(data, durable=True)
+        self._record_empty(empty)
         return sum(len(v) for v in data.values())
 
-    def _put_all(self, objects: dict) -> None:
-        """Write objects; local files fsynced (with their folders) before returning, so
-        the marker written after them never points at data a crash could lose."""
+    def _put_all(self, objects: dict, durable: bool) -> None:
+        """Write objects whole; with `durable`, local files are fsynced (with their
+        folders) before returning, so the marker written after them never points at data
+        a crash could lose. Object stores put each object atomically."""
         if not objects:
             return
         fs, root = self.location.filesystem()
         if not self.location.is_local:
             fs.pipe({f"{root}/{key}": bytes(value) for key, value in objects.items()})
             return
-        directories = set()
+        directories, paths = set(), []
         for key, value in objects.items():
             path = os.path.join(root, *key.split("/"))
             directory = os.path.dirname(path)
@@ -308,31 +318,31 @@ class StoreWriter:
                 directories.add(directory)
             with open(path, "wb") as handle:
                 handle.write(value)
-                handle.flush()
-                os.fsync(handle.fileno())
-        for directory in directories:
-            fsync_directory(directory)
+            paths.append(path)
+        if durable:
+            sync_files(paths)
+
+    def _record_empty(self, empty) -> None:
+        """Record `(conformation, shard)`s whose shard holds only zeros."""
+        if self._empty_record is None:  # chunks of several records: zarr must merge them
+            for i, s in empty:
+                self._empty[i, s] = 1
+            return
+        self._put_all({f"{EMPTY_SHARD}/c/{i}/{s}": self._empty_record for i, s in empty},
+                      durable=False)
 
     def mark_rendered(self, start: int, stop: int) -> None:
         """Mark conformations [start, stop) done (after all their data is written)."""
-        self._rendered[start:stop] = 1
+        if self._marker is None:
+            self._rendered[start:stop] = 1
+            return
+        self._put_all({f"{RENDERED}/c/{i}": self._marker for i in range(start, stop)},
+                      durable=False)
 
     def _fsync(self, keys) -> None:
         """Make local objects durable before the marker that says they are there."""
-        directories = set()
-        for key in keys:
-            path = os.path.join(self.location.url, *key.split("/"))
-            try:
-                descriptor = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                continue
-            try:
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
-            directories.add(os.path.dirname(path))
-        for directory in directories:
-            fsync_directory(directory)
+        if self.location.is_local:
+            sync_files(os.path.join(self.location.url, *key.split("/")) for key in keys)
 
 
 class ImageStackWriter:
@@ -375,14 +385,28 @@ class ImageStackWriter:
         else:
             self._empty[chunk, 0] = 1
             keys.append(f"{EMPTY_SHARD}/c/{chunk}/0")
-        if self.location.is_local:
-            self._fsync(keys)
+        self._fsync(keys)
 
     def mark_rendered(self, start: int, stop: int) -> None:
         """Mark chunks [start, stop) done (after all their data is written)."""
         self._rendered[start:stop] = 1
 
     _fsync = StoreWriter._fsync
+
+
+def _one_chunk(array) -> bytes | None:
+    """The stored bytes of a chunk of `array` holding the value 1, as zarr's own codec
+    pipeline encodes it (in memory); None where chunks hold several elements."""
+    import zarr
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.storage import MemoryStore
+
+    if any(c != 1 for c in array.chunks) or array.shards is not None:
+        return None
+    objects = dict(array.metadata.to_buffer_dict(default_buffer_prototype()))
+    scratch = zarr.open_array(MemoryStore(objects), mode="r+")
+    scratch[(0,) * scratch.ndim] = 1
+    return objects[array.metadata.encode_chunk_key((0,) * scratch.ndim)].to_bytes()
 
 
 def open_writer(store, storage_options=None) -> StoreWriter:
