@@ -45,12 +45,24 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_line() -> str:
-    """One line naming the machine, its JAX devices and the versions that matter."""
+def machine_line(start_jax: bool = True) -> str:
+    """One line naming the machine, its accelerators and the versions that matter.
+    `start_jax=False` (a Dask client whose workers hold the GPUs) names NVIDIA GPUs with
+    nvidia-smi instead of starting a JAX backend, which would take GPU memory here."""
+    import subprocess
+
     import jax
 
     import cryoensemble
 
-    devices = ", ".join(sorted({str(d.device_kind) for d in jax.devices()}))
+    if start_jax:
+        devices = ", ".join(sorted({str(d.device_kind) for d in jax.devices()}))
+    else:
+        try:
+            names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                                   capture_output=True, text=True, timeout=30).stdout.split("\n")
+            devices = ", ".join(sorted({n.strip() for n in names if n.strip()})) or "no GPU"
+        except (OSError, subprocess.SubprocessError):
+            devices = "no GPU"
     return (f"# {cpu_name()} | {os.cpu_count()} CPUs | {platform.platform()} | jax "
             f"{jax.__version__} on {devices} | cryoensemble {cryoensemble.__version__}")

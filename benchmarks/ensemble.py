@@ -151,6 +151,8 @@ def stage_profile(tasks: list, frames: int) -> dict:
     out["written_bytes"] = sum(t.get("written_bytes", 0) for t in tasks) / frames
     out["batches"] = sorted({t.get("batch") for t in tasks if t.get("batch")})
     out["oom_retries"] = sum(t.get("retries", 0) for t in tasks)
+    peaks = [t["peak_device_mib"] for t in tasks if t.get("peak_device_mib") is not None]
+    out["peak_device_mib"] = max(peaks) if peaks else None
     return out
 
 
@@ -195,7 +197,7 @@ def main(argv=None):
     dims = TrajectorySource(DATA / "adk.psf", DATA / "adk_dims.dcd")
     results = {"machine": platform.platform(), "cpus": os.cpu_count(),
                "version": cryoensemble.__version__, "runs": []}
-    print(machine_line())
+    print(machine_line(start_jax=False))
 
     start = time.perf_counter()
     cluster = make_local_cluster(n_workers=args.workers, gpus=args.gpus,
@@ -292,7 +294,8 @@ def time_one_shape(args, client, dims, shape, n_frames, slots, device_encoded, w
     grid = "x".join(map(str, shape))
     print(f"\n## {grid}: {n_frames} frames, {fps:.1f} frames/s, error {error:.1e}, verify "
           f"{'ok' if verified.ok else verified.bad or verified.metadata}; batch {batch} per "
-          f"task (device batches {profile['batches']}, {profile['oom_retries']} OOM retries)")
+          f"task (device batches {profile['batches']}, {profile['oom_retries']} OOM retries, "
+          f"peak device memory per worker {profile['peak_device_mib'] or 0:.0f} MiB)")
     print("stage     | wall ms/vol (render, encode: GPU) | host user ms/vol | host system ms/vol")
     for stage in STAGES:
         p = profile[stage]

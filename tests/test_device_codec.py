@@ -246,7 +246,7 @@ def test_out_of_memory_batch_is_retried_smaller(tmp_path, monkeypatch):
     tasks.render_conformations(source, clean, 0, 5)
 
     # The GPU workers' task path (encoded objects stored as they are), with host frames.
-    monkeypatch.setattr(tasks, "_device_encoder", lambda writer, volumes: ZarrChunkEncoder(
+    monkeypatch.setattr(tasks, "_device_encoder", lambda spec, writer, volumes: ZarrChunkEncoder(
         writer.potential_array, compressor="numcodecs"))
     encoded = planned("encoded")
     result = tasks.render_conformations(source, encoded, 0, 5)
@@ -278,3 +278,31 @@ def test_out_of_memory_batch_is_retried_smaller(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="INVALID_ARGUMENT"):
         tasks.render_conformations(source, planned("broken"), 0, 2)
     assert not tasks.is_device_out_of_memory(MemoryError("host"))
+
+
+def test_planning_starts_no_jax_backend(tmp_path):
+    """The client plans a render without starting a JAX backend: on a GPU machine one would
+    take most of the GPU's memory from the workers. With `JAX_PLATFORMS=tpu` (absent
+    here) any backend start fails, so a plan that completes started none."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import DATA
+
+    code = (
+        "from cryoensemble.sources import StructureFilesSource;"
+        "from cryoensemble.distributed import plan_render;"
+        f"plan = plan_render(StructureFilesSource([{str(DATA / 'adk_closed.pdb')!r}]), shape=(48,) * 3,"
+        f" voxel_size=1.5, store={str(tmp_path / 'p.zarr')!r});"
+        "print(plan.n_conformations)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=dict(os.environ, JAX_PLATFORMS="tpu"), timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "1"
+    # The same check is live: starting a backend under this setting fails.
+    failing = subprocess.run([sys.executable, "-c", "import jax; jax.numpy.zeros(1)"],
+                             capture_output=True, env=dict(os.environ, JAX_PLATFORMS="tpu"),
+                             timeout=300)
+    assert failing.returncode != 0

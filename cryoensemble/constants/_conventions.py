@@ -17,7 +17,13 @@ def b_factor_to_variance(b_factor: Float[ArrayLike, "..."] | float) -> Float[Arr
 
     The variance, A^2.
     """
-    return jnp.asarray(b_factor / (8 * np.pi**2))
+    return jnp.asarray(b_factor_to_variance_numpy(b_factor))
+
+
+def b_factor_to_variance_numpy(b_factor) -> np.ndarray:
+    """`b_factor_to_variance` in NumPy (float64), for host-side planning that must not
+    start a JAX backend (a Dask client on a GPU machine would take GPU memory)."""
+    return np.asarray(b_factor, np.float64) / (8 * np.pi**2)
 
 
 def variance_to_b_factor(variance: Float[ArrayLike, "..."] | float) -> Float[Array, "..."]:

@@ -114,10 +114,18 @@ class PengScatteringFactorParameters(eqx.Module):
         - `atom_types`: atomic numbers, shape `(n_atoms,)` (as returned by
           `cryoensemble.io.read_atoms_from_pdb`).
         """
-        a, b, supported = peng_table()
-        atom_types = check_atomic_numbers(atom_types, supported, "The Peng (1996) table")
-        self.a = jnp.asarray(a[atom_types])
-        self.b = jnp.asarray(b[atom_types])
+        a, b = peng_parameters_numpy(atom_types)
+        self.a = jnp.asarray(a)
+        self.b = jnp.asarray(b)
+
+
+def peng_parameters_numpy(atom_types) -> tuple[np.ndarray, np.ndarray]:
+    """`(a, b)` of `PengScatteringFactorParameters(atom_types)` as NumPy arrays (A, A^2;
+    shape `(n_atoms, 5)`), for host-side planning that must not start a JAX backend;
+    unsupported elements are named alike."""
+    a, b, supported = peng_table()
+    atom_types = check_atomic_numbers(atom_types, supported, "The Peng (1996) table")
+    return a[atom_types], b[atom_types]
 
 
 @lru_cache(maxsize=1)

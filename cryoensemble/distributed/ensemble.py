@@ -120,14 +120,15 @@ class RenderReport:
 
 def default_batch_size(n_todo: int, n_workers: int, volume_bytes: int,
                        device_encoded: bool = False) -> int:
-    """Conformations per task: enough tasks to balance (~4 per worker), at most 64, and,
-    where the host compresses (not `device_encoded`), at most ~256 MiB of volumes on the
-    host. Device-encoding workers bound their batches by device memory themselves
-    (`tasks.fitting_batch`); nvCOMP's time per call has a floor that large batches
-    amortise."""
+    """Conformations per task: enough tasks to balance (~4 per worker), and at most ~256
+    MiB of volumes where the host compresses them, or, where workers compress on their
+    devices (`device_encoded`), up to 256 conformations and ~2 GiB: nvCOMP's time per
+    call has a floor that large batches amortise, and workers split a task into batches
+    that fit their device memory (`tasks.fitting_batch`)."""
     by_balance = max(1, n_todo // max(1, 4 * n_workers))
-    by_memory = n_todo if device_encoded else max(1, (256 * 2**20) // volume_bytes)
-    return int(min(64, by_balance, by_memory))
+    if device_encoded:
+        return int(max(1, min(256, by_balance, (2 * 2**30) // volume_bytes)))
+    return int(max(1, min(64, by_balance, (256 * 2**20) // volume_bytes)))
 
 
 def _check_arguments(source, shape, voxel_size, dtype, renderer, split, n_batches, batch_size):

@@ -161,13 +161,14 @@ def _mixture_rows(source, extra_b_factor: float):
         return np.asarray(a, np.float32), np.asarray(v, np.float32), None
 
     def make():
-        from ..constants import PengScatteringFactorParameters, b_factor_to_variance
+        # NumPy only: the client plans too, and must not start a JAX backend.
+        from ..constants import b_factor_to_variance_numpy, peng_parameters_numpy
 
         elements, inverse = np.unique(source.atomic_numbers, return_inverse=True)
-        parameters = PengScatteringFactorParameters(elements)  # names bad elements
-        b = np.asarray(parameters.b, np.float64) + float(extra_b_factor)
-        return (np.asarray(parameters.a, np.float32),
-                np.asarray(b_factor_to_variance(b), np.float32), inverse.reshape(-1))
+        a, b = peng_parameters_numpy(elements)  # names bad elements
+        return (np.asarray(a, np.float32),
+                np.asarray(b_factor_to_variance_numpy(b + float(extra_b_factor)), np.float32),
+                inverse.reshape(-1))
 
     return _STATE.mixtures.get_or_make((_source_key(source), float(extra_b_factor)), make)
 
@@ -413,7 +414,8 @@ def render_conformations(source, spec: RenderSpec, start: int, stop: int) -> dic
         store_writer(spec).mark_rendered(start, stop)
     volume_bytes = int(np.prod(spec.shape)) * 4
     return {"start": start, "stop": stop, "bytes": volume_bytes * (stop - start),
-            "batch": size, "retries": profile.retries, **profile.result()}
+            "batch": size, "retries": profile.retries, "peak_device_mib": _peak_device_mib(),
+            **profile.result()}
 
 
 class _Profile:
@@ -460,7 +462,7 @@ def _render_and_write(source, spec: RenderSpec, a: int, b: int, size: int, profi
         volumes = _render_batch(source, spec, positions)
         volumes.block_until_ready()
     writer = store_writer(spec)
-    encoder = _device_encoder(writer, volumes)
+    encoder = _device_encoder(spec, writer, volumes)
     if encoder is not None:
         with profile.stage("encode"):
             blocks, keep = encoder.chunks(volumes[: b - a] if b - a < size else volumes)
@@ -485,7 +487,7 @@ def _render_and_write(source, spec: RenderSpec, a: int, b: int, size: int, profi
         profile.written_bytes += host.nbytes  # raw; zarr compresses it
 
 
-def _device_encoder(writer, volumes):
+def _device_encoder(spec: RenderSpec, writer, volumes):
     """This worker's `ZarrChunkEncoder` (nvCOMP) for the store's `potential`, when the
     batch is on a CUDA device, nvCOMP is installed and `cryoensemble.device-compression`
     allows it; None means zarr's own CPU codec."""
@@ -494,15 +496,19 @@ def _device_encoder(writer, volumes):
         return None
     from ._device_codec import ZarrChunkEncoder
 
-    key = (writer.location, device.id)
-    return _STATE.encoders.get_or_make(
-        key, lambda: ZarrChunkEncoder(writer.potential_array, compressor="nvcomp"))
+    def make():
+        return ZarrChunkEncoder(writer.potential_array, compressor="nvcomp")
+
+    if not spec.generation:
+        return make()
+    return _STATE.encoders.get_or_make((spec.store, spec.generation, device.id), make)
 
 
-# Device memory a batch needs per volume, in volumes' bytes: inside JAX's pool the batch,
-# its chunk rearrangement and the renderer's temporaries; nvCOMP's output and scratch
-# come outside it (the GPU cluster leaves them room, see cluster._gpu_cluster).
+# Device memory a batch needs per volume, in volumes' bytes: the batch, its chunk
+# rearrangement and the renderer's temporaries, and where batches are compressed on the
+# device, nvCOMP's output and scratch buffers (taken from the same JAX pool).
 _DEVICE_BYTES_PER_VOLUME = 6
+_CODEC_BYTES_PER_VOLUME = 4
 # Device memory a batch needs whatever its size (renderer passes, XLA workspace): a
 # 2.5 GiB pool ran out at 256^3 with 5 volumes under a 1 GiB allowance.
 _DEVICE_BYTES_FIXED = 2 * 2**30
@@ -523,7 +529,9 @@ def fitting_batch(spec: RenderSpec) -> int:
     if not limit:
         return spec.batch_size
     volume_bytes = int(np.prod(spec.shape)) * 4
-    fits = max(1, (int(limit) - _DEVICE_BYTES_FIXED) // (_DEVICE_BYTES_PER_VOLUME * volume_bytes))
+    per_volume = _DEVICE_BYTES_PER_VOLUME + (_CODEC_BYTES_PER_VOLUME if encodes_on_device() else 0)
+    fixed = min(_DEVICE_BYTES_FIXED, int(limit) // 4)
+    fits = max(1, (int(limit) - fixed) // (per_volume * volume_bytes))
     _STATE.batch_limits[key] = int(fits)
     return int(fits)
 
