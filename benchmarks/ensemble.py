@@ -164,7 +164,9 @@ def main(argv=None):
                         "timed on the same cluster")
     parser.add_argument("--voxel-size", type=float, default=1.0)
     parser.add_argument("--workers", type=int, help="CPU worker processes (default: cores)")
-    parser.add_argument("--gpus", type=int, help="GPU workers (see make_local_cluster)")
+    parser.add_argument("--gpus", help="GPUs of the GPU workers (see make_local_cluster); a "
+                        "comma-separated list (1,2) runs every shape on each, one cluster after "
+                        "another, and prints the scaling")
     parser.add_argument("--processes-per-gpu", type=int, help="worker processes per GPU")
     parser.add_argument("--threads-per-process", type=int, help="concurrent tasks per GPU worker")
     parser.add_argument("--batch-size", type=int, help="conformations per task (default: auto)")
@@ -199,29 +201,41 @@ def main(argv=None):
                "version": cryoensemble.__version__, "runs": []}
     print(machine_line(start_jax=False))
 
-    start = time.perf_counter()
-    cluster = make_local_cluster(n_workers=args.workers, gpus=args.gpus,
-                                 processes_per_gpu=args.processes_per_gpu,
-                                 threads_per_process=args.threads_per_process)
-    client = Client(cluster)
-    client.wait_for_workers(len(cluster.workers))
-    startup = time.perf_counter() - start
-    n_workers = len(client.scheduler_info()["workers"])
-    slots = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
-    device_encoded = workers_encode_on_device(client)
-    kind = (f"{args.gpus} GPU(s), {n_workers} processes x {slots // n_workers} tasks"
-            if args.gpus else f"{n_workers} CPU worker(s)")
-    codec = ("zstd on the device (nvCOMP)" if device_encoded else "zstd on the host (zarr)")
-    print(f"# cluster: {kind}, {codec}; start {startup:.1f} s (excluded)")
-    rows = []
-    for edge, n_frames in zip(edges, frames):
-        run = time_one_shape(args, client, dims, (edge,) * 3, n_frames, slots, device_encoded,
-                             workdir)
-        run.update(startup_s=startup, workers=n_workers, slots=slots, codec=codec)
-        results["runs"].append(run)
-        rows.append(run)
-    client.close()
-    cluster.close()
+    gpu_counts = [int(g) for g in args.gpus.split(",")] if args.gpus else [None]
+    rows, references = [], {}
+    for gpus in gpu_counts:
+        start = time.perf_counter()
+        cluster = make_local_cluster(n_workers=args.workers, gpus=gpus,
+                                     processes_per_gpu=args.processes_per_gpu,
+                                     threads_per_process=args.threads_per_process)
+        client = Client(cluster)
+        client.wait_for_workers(len(cluster.workers))
+        startup = time.perf_counter() - start
+        n_workers = len(client.scheduler_info()["workers"])
+        slots = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
+        device_encoded = workers_encode_on_device(client)
+        kind = (f"{gpus} GPU(s), {n_workers} processes x {slots // n_workers} tasks"
+                if gpus else f"{n_workers} CPU worker(s)")
+        codec = ("zstd on the device (nvCOMP)" if device_encoded else "zstd on the host (zarr)")
+        print(f"# cluster: {kind}, {codec}; start {startup:.1f} s (excluded)", flush=True)
+        for edge, n_frames in zip(edges, frames):
+            run = time_one_shape(args, client, dims, (edge,) * 3, n_frames, slots,
+                                 device_encoded, workdir, references)
+            run.update(startup_s=startup, workers=n_workers, slots=slots, codec=codec,
+                       gpus=gpus, kind=kind)
+            results["runs"].append(run)
+            rows.append(run)
+        client.close()
+        cluster.close()
+    if len(gpu_counts) > 1:
+        print("\n| grid | " + " | ".join(f"{g} GPU(s) frames/s" for g in gpu_counts)
+              + " | scaling |")
+        print("| --- |" + " --- |" * (len(gpu_counts) + 1))
+        for edge in edges:
+            fps = [r["fps"] for g in gpu_counts for r in rows
+                   if r["gpus"] == g and r["shape"][0] == edge]
+            print(f"| {edge}^3 | " + " | ".join(f"{f:.0f}" for f in fps)
+                  + f" | {fps[-1] / fps[0]:.2f}x |")
 
     print(f"\n| method | grid | frames | frames/s | rel. error (float64 exact) | verify | ratio |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -231,7 +245,7 @@ def main(argv=None):
             print(f"| loop: {run['loop']['method']} | {grid} | {run['loop']['frames']} | "
                   f"{run['loop']['fps']:.1f} | {run['loop']['error']:.1e} | - | 1.0 |")
         ratio = f"{run['fps'] / run['loop']['fps']:.1f}" if run.get("loop") else "-"
-        print(f"| cryoensemble render_ensemble, {kind}, {codec}, zarr at "
+        print(f"| cryoensemble render_ensemble, {run['kind']}, {run['codec']}, zarr at "
               f"{run['protocol']}:// | {grid} | {run['frames']} | {run['fps']:.1f} | "
               f"{run['error']:.1e} | {'ok' if run['verify_ok'] else 'FAILED'} | {ratio} |")
     if args.json:
@@ -241,7 +255,8 @@ def main(argv=None):
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def time_one_shape(args, client, dims, shape, n_frames, slots, device_encoded, workdir) -> dict:
+def time_one_shape(args, client, dims, shape, n_frames, slots, device_encoded, workdir,
+                   references) -> dict:
     """One grid on the running cluster: the optional loop, a warm-up render at the timed
     batch size, the timed render with its stage profile, accuracy and `verify`."""
     from cryoensemble.cli import parse_storage_option
@@ -269,6 +284,7 @@ def time_one_shape(args, client, dims, shape, n_frames, slots, device_encoded, w
     volume_bytes = int(np.prod(shape)) * 4
     # The batch size render_ensemble would choose, fixed so the warm-up compiles it.
     batch = args.batch_size or default_batch_size(n_frames, slots, volume_bytes, device_encoded)
+    warm_start = time.perf_counter()
     render_ensemble(CycledSource(dims, 2 * batch * slots), shape=shape,
                     voxel_size=args.voxel_size, store=os.path.join(workdir, f"warm{edge}.zarr"),
                     client=client, overwrite=True, batch_size=batch, dtype=args.dtype)
@@ -282,9 +298,15 @@ def time_one_shape(args, client, dims, shape, n_frames, slots, device_encoded, w
     dataset = open_store(store)
     index = n_frames - 1
     positions = source.read(index, index + 1)[0] - dims.read(0, 1)[0].astype(np.float64).mean(axis=0)
-    reference = exact_reference(positions, dims.atomic_numbers, shape, args.voxel_size)
-    error = relative_l2(dataset["potential"][index].values, reference)
+    t0 = time.perf_counter()
+    if (shape, index) not in references:
+        references[shape, index] = exact_reference(positions, dims.atomic_numbers, shape,
+                                                   args.voxel_size)
+    error = relative_l2(dataset["potential"][index].values, references[shape, index])
+    t1 = time.perf_counter()
     verified = verify_store(store)
+    print(f"# {shape[0]}^3: warm-up {start - warm_start:.1f} s, reference {t1 - t0:.1f} s, "
+          f"verify {time.perf_counter() - t1:.1f} s (not timed)", flush=True)
     size = fs.du(root)
     profile = stage_profile(tasks, n_frames)
     fps = n_frames / elapsed

@@ -47,13 +47,6 @@ def device_codec_available() -> bool:
     return True
 
 
-def _destroy_stream(stream, event) -> None:
-    from cuda.bindings import runtime
-
-    runtime.cudaEventDestroy(event)
-    runtime.cudaStreamDestroy(stream)
-
-
 def _crc32c(data) -> bytes:
     """zarr's `crc32c` codec suffix: the CRC-32C of `data`, 4 bytes little-endian."""
     import google_crc32c
@@ -215,6 +208,40 @@ class _JaxPoolAllocator:
         return _PoolBuffer(array, self.released)
 
 
+class _NvcompSession:
+    """An nvCOMP zstd codec on a non-blocking CUDA stream of its own (and an event on
+    it), drawing device memory from JAX's pool. Torn down in order: the codec (which
+    frees its buffers on the stream) before the stream."""
+
+    def __init__(self, device):
+        from cuda.bindings import runtime
+        from nvidia import nvcomp
+
+        stream = _cuda(runtime.cudaStreamCreateWithFlags(runtime.cudaStreamNonBlocking))
+        event = _cuda(runtime.cudaEventCreateWithFlags(runtime.cudaEventDisableTiming))
+        self.stream_and_event = (stream, event)
+        self.allocator = _JaxPoolAllocator(device)
+        nvcomp.set_device_allocator(self.allocator)
+        self.codec = nvcomp.Codec(
+            algorithm="Zstd",
+            bitstream_kind=nvcomp.BitstreamKind.RAW,
+            device_id=device.local_hardware_id,
+            cuda_stream=int(stream),
+        )
+
+    def __del__(self):
+        try:
+            from cuda.bindings import runtime
+        except ImportError:  # interpreter shutdown
+            return
+        stream, event = self.stream_and_event
+        self.codec = None
+        runtime.cudaStreamSynchronize(stream)
+        self.allocator.released.clear()
+        runtime.cudaEventDestroy(event)
+        runtime.cudaStreamDestroy(stream)
+
+
 @final
 class ZarrChunkEncoder:
     """Encodes batches of volumes into the stored objects of one zarr v3 array.
@@ -272,9 +299,9 @@ class ZarrChunkEncoder:
         self.compressor = compressor
         self.write_empty_chunks = bool(write_empty_chunks)
         self._encode_key = array.metadata.encode_chunk_key
-        self._codec = None
-        self._stream = None  # (stream, event) of nvCOMP's work and the copies
-        self._allocator = None
+        # The codec, its stream and allocator, made on first use; referenced only here, so
+        # that the session tears them down in order.
+        self._session = None
         self._pinned = None
         # Chunk bookkeeping, once per array: the shards' grid, each shard's inner chunks
         # in zarr's (Morton) write order as indices into the C-ordered chunk grid.
@@ -335,19 +362,23 @@ class ZarrChunkEncoder:
             return [codec.encode(host[r]) for r in rows]
         from nvidia import nvcomp
 
-        if self._codec is None:
-            self._start(next(iter(blocks.devices())))
+        if self._session is None:
+            self._session = _NvcompSession(next(iter(blocks.devices())))
+        session = self._session
         blocks.block_until_ready()  # nvCOMP reads on its own stream
         pointer = blocks.__cuda_array_interface__["data"][0]
         row_bytes = blocks.nbytes // len(keep)
         views = [_DeviceBytes(pointer + int(r) * row_bytes, row_bytes, blocks) for r in rows]
-        nvcomp.set_device_allocator(self._allocator)
+        nvcomp.set_device_allocator(session.allocator)
+        frames = None
         try:
-            frames = self._codec.encode(nvcomp.as_arrays(views))
+            frames = session.codec.encode(nvcomp.as_arrays(views))
             self._wait()
         except Exception as error:
-            if self._allocator.out_of_memory:
-                self._allocator.out_of_memory = False
+            if session.allocator.out_of_memory:
+                # Whatever nvCOMP still holds goes back to the pool before a smaller retry.
+                del session, frames
+                self._session = None
                 raise RuntimeError(
                     f"RESOURCE_EXHAUSTED: nvCOMP's buffers for {len(rows)} chunks of "
                     f"{row_bytes} bytes do not fit this worker's device memory pool"
@@ -357,29 +388,12 @@ class ZarrChunkEncoder:
             frame.buffer_size
         return list(frames)
 
-    def _start(self, device) -> None:
-        """nvCOMP's codec on a non-blocking stream of its own, with JAX's pool for memory."""
-        from cuda.bindings import runtime
-        from nvidia import nvcomp
-
-        stream = _cuda(runtime.cudaStreamCreateWithFlags(runtime.cudaStreamNonBlocking))
-        event = _cuda(runtime.cudaEventCreateWithFlags(runtime.cudaEventDisableTiming))
-        self._stream = (stream, event)
-        weakref.finalize(self, _destroy_stream, stream, event)
-        self._allocator = _JaxPoolAllocator(device)
-        self._codec = nvcomp.Codec(
-            algorithm="Zstd",
-            bitstream_kind=nvcomp.BitstreamKind.RAW,
-            device_id=device.local_hardware_id,
-            cuda_stream=int(stream),
-        )
-
     def _wait(self) -> None:
         """Until the encoder's stream is idle, sleeping between polls (no spinning core);
         then the buffers nvCOMP released go back to JAX's pool."""
         from cuda.bindings import runtime
 
-        stream, event = self._stream
+        stream, event = self._session.stream_and_event
         _cuda(runtime.cudaEventRecord(event, stream))
         pause = 5e-5
         while True:
@@ -390,7 +404,7 @@ class ZarrChunkEncoder:
                 raise RuntimeError(f"ZarrChunkEncoder: CUDA runtime error {status!r}")
             time.sleep(pause)
             pause = min(2 * pause, 1e-3)
-        self._allocator.released.clear()
+        self._session.allocator.released.clear()
 
     def fetch(self, frames: list) -> list[np.ndarray]:
         """The frames on the host. Only the compressed bytes cross, into one pinned
@@ -402,7 +416,7 @@ class ZarrChunkEncoder:
         sizes = [frame.buffer_size for frame in frames]
         staging = self._staging(sum(sizes))
         target, offsets = staging.ctypes.data, np.cumsum([0] + sizes).tolist()
-        stream = self._stream[0]
+        stream = self._session.stream_and_event[0]
         for frame, offset, size in zip(frames, offsets, sizes):
             source = frame.__cuda_array_interface__["data"][0]
             _cuda(runtime.cudaMemcpyAsync(

@@ -508,7 +508,9 @@ def _device_encoder(spec: RenderSpec, writer, volumes):
 # rearrangement and the renderer's temporaries, and where batches are compressed on the
 # device, nvCOMP's output and scratch buffers (taken from the same JAX pool).
 _DEVICE_BYTES_PER_VOLUME = 6
-_CODEC_BYTES_PER_VOLUME = 4
+# nvCOMP's zstd scratch is large: a worker peaked at 11.2 GiB for 256 volumes of 96^3
+# (0.84 GiB) with its renderer (benchmarks/ensemble.py).
+_CODEC_BYTES_PER_VOLUME = 8
 # Device memory a batch needs whatever its size (renderer passes, XLA workspace): a
 # 2.5 GiB pool ran out at 256^3 with 5 volumes under a 1 GiB allowance.
 _DEVICE_BYTES_FIXED = 2 * 2**30
