@@ -51,6 +51,7 @@ from ._volume_rendering.support_plan import (
     ConcreteMixture as ConcreteMixture,
     SupportPlan as SupportPlan,
     atoms_touching_planes as atoms_touching_planes,
+    touching_planes_mask as touching_planes_mask,
 )
 from ._volume.base_volume import (
     AbstractAtomVolume as AbstractAtomVolume,

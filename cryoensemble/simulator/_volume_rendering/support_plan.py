@@ -91,15 +91,38 @@ class SupportPlan(eqx.Module):
         return max([k for _, _, k in self.groups] + [1])
 
 
-@eqx.filter_jit
-def _touching(positions, voxel_size, shape, groups, z0, z1):
+def touching_planes_mask(
+    positions: Float[Array, "n_atoms 3"],
+    shape: tuple[int, int, int],
+    voxel_size: float,
+    plan: SupportPlan,
+    z0,
+    z1,
+) -> Bool[Array, " n_atoms"]:
+    """`atoms_touching_planes` as a traceable device array: for use inside `jit`, where
+    the planes `z0`, `z1` may be traced (one compiled selection serves every slab).
+
+    **Arguments:** as for `atoms_touching_planes` (`positions` already in plan order).
+    """
+    positions = jnp.asarray(positions, jnp.float32)
+    if positions.shape[0] != plan.n_atoms:
+        raise ValueError(
+            f"touching_planes_mask: {positions.shape[0]} positions, the plan covers {plan.n_atoms}"
+        )
+    voxel_size = jnp.asarray(voxel_size, positions.dtype)
     offsets = voxel_offsets(positions, voxel_size)
+    z0, z1 = jnp.asarray(z0, jnp.int32), jnp.asarray(z1, jnp.int32)
     masks, first = [], 0
-    for count, radius, k in groups:
-        start = window_starts(offsets[first : first + count], shape, radius, voxel_size)
-        masks.append(touches_planes(start, k, shape, z0, z1))
+    for count, radius, k in plan.groups:
+        start = window_starts(offsets[first : first + count], tuple(shape), radius, voxel_size)
+        masks.append(touches_planes(start, k, tuple(shape), z0, z1))
         first += count
     return jnp.concatenate(masks) if masks else jnp.zeros(0, bool)
+
+
+@eqx.filter_jit
+def _touching(positions, voxel_size, shape, groups, z0, z1):
+    return touching_planes_mask(positions, shape, voxel_size, SupportPlan(None, groups), z0, z1)
 
 
 def atoms_touching_planes(
