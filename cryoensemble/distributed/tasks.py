@@ -653,16 +653,20 @@ class _DeviceConformation:
 
 
 def _device_conformation(source, spec: RenderSpec, plan: AtomPlan, index: int):
-    """Conformation `index` on this worker's device in plan order (read on the host, the
-    centre subtracted there as for the unsplit render, permuted on the device), kept for
-    the next slabs of the same conformation on this worker."""
+    """Conformation `index` on this worker's device in plan order (read on the host; the
+    centre subtracted and the atoms permuted on the device), kept for the next slabs of
+    the same conformation on this worker. Returns it and whether it was read now."""
 
     def make():
         import jax
         import jax.numpy as jnp
 
-        host = _read(source, spec, index, index + 1)[0]
-        positions = jax.device_put(host)
+        host = source.read(index, index + 1)[0]
+        if host.dtype == np.float32:  # the same float32 subtraction as `_read`'s
+            positions = jax.device_put(host) - jnp.asarray(spec.centre, jnp.float32)
+        else:
+            host = _read(source, spec, index, index + 1)[0]
+            positions = jax.device_put(host)
         rows = _device_rows(source, spec, plan)
         if plan.support.order is not None:
             positions = jnp.take(positions, _device_order(source, spec, plan), axis=0)
