@@ -260,7 +260,7 @@ def plan_render(
     atoms = tasks.support_plan(source, spec)  # validates elements; workers derive the same
     if n_batches is None:
         n_batches = default_n_batches(source.n_atoms, atoms.support.k_max, shape, renderer, split)
-    _checks.check_atoms_in_box(source, spec, tasks.mixture(source, 0.0)[0].sum(axis=1),
+    _checks.check_atoms_in_box(source, spec, tasks.atom_amplitudes(source),
                                outside, outside_tolerance, tasks.RENDERERS[renderer].periodic)
     n = len(source)
     z_slabs = n_batches if (n_batches > 1 and split == "slabs") else 1

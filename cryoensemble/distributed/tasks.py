@@ -182,6 +182,14 @@ def mixture(source, extra_b_factor: float):
     return (a, v) if inverse is None else (a[inverse], v[inverse])
 
 
+def atom_amplitudes(source) -> np.ndarray:
+    """Each atom's total amplitude (A, the sum over its gaussians; its scattering weight),
+    float32 (n_atoms,), summed per mixture row and then spread to the atoms."""
+    a, _, inverse = _mixture_rows(source, 0.0)
+    total = a.sum(axis=1)
+    return total if inverse is None else total[inverse]
+
+
 @dataclasses.dataclass(frozen=True)
 class AtomPlan:
     """A source's atoms in support-plan order: `support.order` permutes the source's
