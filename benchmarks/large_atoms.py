@@ -73,7 +73,8 @@ def main(argv=None):
             print(f"# cluster: {len(client.scheduler_info()['workers'])} worker processes, "
                   f"{slots} task slots ({'GPU' if args.gpus else 'CPU'}), started in "
                   f"{time.perf_counter() - start:.1f} s")
-            rows = []
+            print(f"# {'x'.join(map(str, copies))} images of the unit, grid {args.shape}^3 at "
+                  f"{args.voxel_size} A")
             for name, frame in (("cold", 0), ("warm", 1)):
                 unit = TrajectorySource(DATA / "adk_oplsaa.pdb", DATA / "adk_oplsaa.xtc",
                                         frames=f"{frame}:{frame + 1}")
@@ -91,14 +92,9 @@ def main(argv=None):
                 results = run_plan(plan, client).task_results
                 t2 = time.perf_counter()
                 after = client.run(tasks.compile_count)
-                rows.append(_report(name, source, plan, results, t1 - t0, t2 - t0,
-                                    sum(after[w] - before.get(w, 0) for w in after),
-                                    _bytes_under(store)))
-            print(f"# {source.n_atoms:,} atoms ({copies} images of {unit.n_atoms:,}), grid "
-                  f"{args.shape}^3 at {args.voxel_size} A, {plan.n_batches} z-slabs of "
-                  f"{plan.layout.z_chunk} planes")
-            for line in rows:
-                print(line)
+                print(_report(name, source, plan, results, t1 - t0, t2 - t0,
+                              sum(after[w] - before.get(w, 0) for w in after),
+                              _bytes_under(store)), flush=True)
     finally:
         cluster.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -110,8 +106,8 @@ def _report(name, source, plan, results, plan_s, elapsed, compiles, stored) -> s
         return f"{name}: {elapsed:.2f} s (plan {plan_s:.2f} s), {len(results)} whole-volume tasks"
     device = [r["peak_device_mib"] for r in slabs if r.get("peak_device_mib") is not None]
     lines = [
-        f"## {name}: {source.n_atoms:,} atoms, {plan.spec.shape[0]}^3, {len(slabs)} slabs: "
-        f"{elapsed:.2f} s ({plan_s:.2f} s planning on the client)",
+        f"## {name}: {source.n_atoms:,} atoms, {plan.spec.shape[0]}^3, {len(slabs)} slabs of "
+        f"{plan.layout.z_chunk} planes: {elapsed:.2f} s ({plan_s:.2f} s planning on the client)",
         "| stage | wall s (summed) | user s | system s |",
         "| --- | --- | --- | --- |",
     ]

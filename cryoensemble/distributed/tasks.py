@@ -119,7 +119,7 @@ class WorkerState:
         self.encoders = _Bounded(4)
         self.device_codec: bool | None = None
         self.batch_limits: dict[tuple, int] = {}
-        self.device_plans = _Bounded(4)
+        self.device_plans = _Bounded(2)
 
 
 _STATE = WorkerState()
@@ -650,11 +650,13 @@ def _ordered_positions(source, spec: RenderSpec, plan: AtomPlan, index: int) -> 
 
 class _DeviceConformation:
     """One conformation on the worker's device, in plan order, with what its slabs share:
-    `positions` (n, 3) A, `rows` (n,) int32 into the plan's mixture rows, and per slab
+    `positions` (n, 3) A, `first_planes` (n,) (`window_first_planes`), `rows` (rows (n,)
+    int32 into the plan's mixture rows, row amplitudes, row variances), and per slab
     height the padded atom count of each group (`capacities`)."""
 
-    def __init__(self, positions, rows, uploaded_bytes: int):
+    def __init__(self, positions, first_planes, rows, uploaded_bytes: int):
         self.positions = positions
+        self.first_planes = first_planes
         self.rows = rows
         self.uploaded_bytes = uploaded_bytes
         self.capacities: dict[int, tuple[int, ...]] = {}
@@ -662,29 +664,52 @@ class _DeviceConformation:
 
 def _device_conformation(source, spec: RenderSpec, plan: AtomPlan, index: int):
     """Conformation `index` on this worker's device in plan order (read on the host; the
-    centre subtracted and the atoms permuted on the device), kept for the next slabs of
-    the same conformation on this worker. Returns it and whether it was read now."""
+    centre subtracted, the atoms permuted and their windows placed on the device), kept
+    for the next slabs of the same conformation on this worker. Returns it and whether
+    it was read now."""
+    key = ("device", _source_key(source), spec.centre, spec.shape, spec.voxel_size,
+           spec.truncation, spec.extra_b_factor, index)
+    if key in _STATE.positions:
+        return _STATE.positions[key], False
+    _STATE.positions.clear()  # the last conformation's device memory goes first
+    host = source.read(index, index + 1)[0]
+    centre = np.asarray(spec.centre, np.float32)
+    if host.dtype != np.float32:  # `_read`'s arithmetic, on the host
+        host, centre = _read(source, spec, index, index + 1)[0], np.zeros(3, np.float32)
+    order = None if plan.support.order is None else _device_order(source, spec, plan)
+    prepare = _conformation_preparer(spec.shape, spec.voxel_size, plan.groups, order is not None)
+    positions, first_planes = prepare(host, centre, order)
+    first_planes.block_until_ready()
+    conformation = _DeviceConformation(positions, first_planes, _device_rows(source, spec, plan),
+                                       host.nbytes)
+    _STATE.positions[key] = conformation
+    return conformation, True
+
+
+def _conformation_preparer(shape, voxel_size, groups, permuted: bool):
+    """A jitted `(positions (n, 3) as read, centre (3,), order or None) -> (positions in
+    plan order minus the centre, their window_first_planes)`: one pass on the device,
+    the float32 subtraction `_read` does on the host."""
 
     def make():
         import jax
-        import jax.numpy as jnp
 
-        host = source.read(index, index + 1)[0]
-        if host.dtype == np.float32:  # the same float32 subtraction as `_read`'s
-            positions = jax.device_put(host) - jnp.asarray(spec.centre, jnp.float32)
-        else:
-            host = _read(source, spec, index, index + 1)[0]
-            positions = jax.device_put(host)
-        rows = _device_rows(source, spec, plan)
-        if plan.support.order is not None:
-            positions = jnp.take(positions, _device_order(source, spec, plan), axis=0)
-        positions.block_until_ready()
-        return _DeviceConformation(positions, rows, host.nbytes)
+        from ..simulator import SupportPlan, window_first_planes
 
-    key = ("device", _source_key(source), spec.centre, spec.voxel_size, spec.truncation,
-           spec.extra_b_factor, index)
-    fresh = key not in _STATE.positions
-    return _STATE.positions.get_or_make(key, make), fresh
+        _STATE.compiles += 1
+
+        @jax.jit
+        def run(positions, centre, order):
+            positions = positions - centre
+            if permuted:
+                positions = positions[order]
+            return positions, window_first_planes(positions, shape, voxel_size,
+                                                  SupportPlan(None, groups))
+
+        return run
+
+    return _STATE.renderers.get_or_make(("slab-prepare", shape, voxel_size, groups, permuted),
+                                        make)
 
 
 def _device_order(source, spec: RenderSpec, plan: AtomPlan):
@@ -724,9 +749,9 @@ def _slab_capacities(conformation: _DeviceConformation, plan: AtomPlan, spec: Re
     if z_size not in conformation.capacities:
         import jax.numpy as jnp
 
-        count = _slab_counter(spec.shape, spec.voxel_size, plan.groups, z_size)
+        count = _slab_counter(plan.groups, z_size)
         starts = jnp.asarray(slab_starts(spec.shape[0], z_size), jnp.int32)
-        most = np.asarray(count(conformation.positions, starts)).max(axis=0)
+        most = np.asarray(count(conformation.first_planes, starts)).max(axis=0)
         conformation.capacities[z_size] = tuple(padded_atom_count(int(n)) if n else 0
                                                 for n in most)
     return conformation.capacities[z_size]
@@ -737,8 +762,9 @@ def _group_bounds(groups) -> list[tuple[int, int]]:
     return list(zip(ends[:-1].tolist(), ends[1:].tolist()))
 
 
-def _slab_counter(shape, voxel_size, groups, z_size):
-    """A jitted `(positions, slab starts (s,)) -> (s, n_groups)`: each slab's atoms per group."""
+def _slab_counter(groups, z_size):
+    """A jitted `(first planes, slab starts (s,)) -> (s, n_groups)`: each slab's atoms
+    per group."""
 
     def make():
         import jax
@@ -750,23 +776,23 @@ def _slab_counter(shape, voxel_size, groups, z_size):
         plan = SupportPlan(None, groups)
 
         @jax.jit
-        def run(positions, starts):
+        def run(first_planes, starts):
             def one(z0):
-                mask = touching_planes_mask(positions, shape, voxel_size, plan, z0, z0 + z_size)
+                mask = touching_planes_mask(first_planes, plan, z0, z0 + z_size)
                 return jnp.stack([mask[a:b].sum() for a, b in _group_bounds(groups)])
 
             return jax.lax.map(one, starts)
 
         return run
 
-    return _STATE.renderers.get_or_make(("slab-count", shape, voxel_size, groups, z_size), make)
+    return _STATE.renderers.get_or_make(("slab-count", groups, z_size), make)
 
 
-def _slab_selector(shape, voxel_size, groups, capacities, z_size):
-    """A jitted `(positions, rows, row amplitudes, row variances, z0) -> (positions,
-    amplitudes, variances, counts)`: the atoms that touch planes [z0, z0 + z_size), group
-    by group in plan order, each group padded to its capacity with zero-amplitude atoms
-    (they add exact zeros), as `_select` keeps them on the host."""
+def _slab_selector(groups, capacities, z_size):
+    """A jitted `(positions, first planes, rows, row amplitudes, row variances, z0) ->
+    (positions, amplitudes, variances, counts)`: the atoms that touch planes
+    [z0, z0 + z_size), group by group in plan order, each group padded to its capacity
+    with zero-amplitude atoms (they add exact zeros), as `_select` keeps them on the host."""
 
     def make():
         import jax
@@ -778,8 +804,8 @@ def _slab_selector(shape, voxel_size, groups, capacities, z_size):
         plan = SupportPlan(None, groups)
 
         @jax.jit
-        def run(positions, rows, row_amplitudes, row_variances, z0):
-            mask = touching_planes_mask(positions, shape, voxel_size, plan, z0, z0 + z_size)
+        def run(positions, first_planes, rows, row_amplitudes, row_variances, z0):
+            mask = touching_planes_mask(first_planes, plan, z0, z0 + z_size)
             index, real, counts = [], [], []
             for (a, b), capacity in zip(_group_bounds(groups), capacities):
                 counts.append(mask[a:b].sum())
@@ -794,8 +820,7 @@ def _slab_selector(shape, voxel_size, groups, capacities, z_size):
 
         return run
 
-    key = ("slab-select", shape, voxel_size, groups, capacities, z_size)
-    return _STATE.renderers.get_or_make(key, make)
+    return _STATE.renderers.get_or_make(("slab-select", groups, capacities, z_size), make)
 
 
 class _Stages:
@@ -851,10 +876,9 @@ def render_slab(source, spec: RenderSpec, index: int, z0: int, z1: int,
     stages.done("read")
     atoms = 0
     if any(capacities):
-        select = _slab_selector(spec.shape, spec.voxel_size, plan.groups, capacities, z_size)
-        rows, row_amplitudes, row_variances = conformation.rows
+        select = _slab_selector(plan.groups, capacities, z_size)
         positions, amplitudes, variances, counts = select(
-            conformation.positions, rows, row_amplitudes, row_variances, start)
+            conformation.positions, conformation.first_planes, *conformation.rows, start)
         counts = np.asarray(counts)
         atoms = int(counts.sum())
         if np.any(counts > np.asarray(capacities)):
