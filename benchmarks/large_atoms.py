@@ -95,6 +95,11 @@ def main(argv=None):
                 print(_report(name, source, plan, results, t1 - t0, t2 - t0,
                               sum(after[w] - before.get(w, 0) for w in after),
                               _bytes_under(store)), flush=True)
+                pools = [m for m in client.run(_device_pool).values() if m is not None]
+                if pools:
+                    print(f"device memory held by the workers' JAX pools: largest "
+                          f"{max(pools) / 2**30:.2f} GiB, all {sum(pools) / 2**30:.2f} GiB",
+                          flush=True)
     finally:
         cluster.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -123,6 +128,17 @@ def _report(name, source, plan, results, plan_s, elapsed, compiles, stored) -> s
         f"{max(r['peak_rss_mib'] for r in slabs) / 1024:.2f} GiB; peak device memory per "
         f"worker " + (f"{max(device) / 1024:.2f} GiB" if device else "-"))
     return "\n".join(lines)
+
+
+def _device_pool() -> int | None:
+    """Bytes this worker's JAX allocator holds on its device (reserved or in use)."""
+    import jax
+
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        return None
+    stats = device.memory_stats() or {}
+    return stats.get("pool_bytes") or stats.get("bytes_reserved") or stats.get("bytes_in_use")
 
 
 def _bytes_under(path: str) -> int:
