@@ -860,9 +860,11 @@ def render_slab(source, spec: RenderSpec, index: int, z0: int, z1: int,
     per conformation and slab height (`_slab_capacities`), so every slab of every
     conformation runs the same compiled selection and renderer. A slab shorter than the
     others (the grid's last) is rendered at the common height ending at the grid's end
-    and cut. Returns the atoms used, each stage's wall and host-core seconds (`read`:
-    host read and upload, `select`, `render`, `to_host`, `write`; the device stages end
-    when the device is done), bytes moved, renderers built and peak memory.
+    and cut. Returns the atoms used, each stage's wall and host-core (user, system)
+    seconds (`plan`: the support plan, once per source; `read`: host read, upload, window
+    planes and slab capacities, once per conformation; `select`, `render` (compiles
+    included, once); `to_host`; `write`; the device stages end when the device is
+    done), bytes moved, renderers built so far and peak memory.
     """
     import jax
 
