@@ -1,17 +1,23 @@
-"""A huge atom set through the slab-sharded path: time and peak memory per worker.
+"""A huge atom set through `render_ensemble`'s defaults: time per stage, bytes, memory.
 
-The solvated AdK box (47,681 records, first XTC frame; TIP4P virtual sites dropped, so
-36,597 atoms per image) is tiled along its CRYST1 lattice vectors (default 5 x 6 x 7 =
-210 images, 7.7M atoms; `--copies 6,7,7` gives 10.8M) and rendered at 512^3 with
-`render_ensemble(..., n_batches=K)`: K z-slab tasks, each rendering only the atoms that
-touch its slab and writing that slab to the store. Slab renders equal the unsplit render
-bit for bit on CPU (tests/test_ensemble.py), so no separate error is computed here.
+The solvated AdK box (47,681 records; TIP4P virtual sites dropped, so 36,597 atoms per
+image) is tiled along its CRYST1 lattice vectors (default 5 x 6 x 7 = 210 images, 7.7M
+atoms; `--copies 6,7,7` gives 10.8M) and rendered at 512^3 the way a user calls it: the
+cluster, the z-slab split and the batch come from the product's defaults unless an
+option names them. Two renders on one cluster: `cold` (frame 0: the workers' first
+render, compiles included) and `warm` (frame 1, the next volume). Slab renders equal the
+unsplit render bit for bit on CPU (tests/test_ensemble.py), so no error is computed here.
+
+Per stage (summed over slab tasks): wall seconds (`select` and `render` end when the
+device is done), host-core user and system seconds; bytes to the device, to the host and
+in the store; compiles, peak device memory and RSS per worker.
 
     python benchmarks/large_atoms.py                 # CPU workers
     python benchmarks/large_atoms.py --gpus 1        # GPU workers
 """
 
 import argparse
+import os
 import pathlib
 import shutil
 import tempfile
@@ -21,6 +27,9 @@ import numpy as np
 
 
 from _common import DATA, machine_line
+
+
+STAGES = ("plan", "read", "select", "render", "to_host", "write")
 
 
 def lattice_vectors(pdb_path: pathlib.Path) -> np.ndarray:
@@ -36,68 +45,104 @@ def main(argv=None):
     parser.add_argument("--copies", default="5,6,7", help="images along a,b,c")
     parser.add_argument("--shape", type=int, default=512)
     parser.add_argument("--voxel-size", type=float, default=1.1)
-    parser.add_argument("--n-batches", type=int, default=32, help="z-slabs")
-    parser.add_argument("--workers", type=int)
+    parser.add_argument("--n-batches", type=int, help="z-slabs (default: the product's)")
+    parser.add_argument("--workers", type=int, help="CPU worker processes (default: the product's)")
     parser.add_argument("--gpus", type=int)
-    parser.add_argument("--processes-per-gpu", type=int, default=4,
-                        help="GPU worker processes (each holds the atom set on the host)")
-    parser.add_argument("--threads-per-process", type=int, default=1,
-                        help="slabs at once per GPU process (each adds its device memory)")
+    parser.add_argument("--processes-per-gpu", type=int, help="default: the product's")
+    parser.add_argument("--threads-per-process", type=int, help="default: the product's")
     args = parser.parse_args(argv)
 
     from distributed import Client
 
     from cryoensemble.distributed import make_local_cluster, plan_render, run_plan
+    from cryoensemble.distributed import ensemble, tasks
     from cryoensemble.sources import TiledSource, TrajectorySource
 
-    unit = TrajectorySource(DATA / "adk_oplsaa.pdb", DATA / "adk_oplsaa.xtc", frames="0:1")
     copies = tuple(int(c) for c in args.copies.split(","))
-    source = TiledSource(unit, copies, lattice_vectors(DATA / "adk_oplsaa.pdb"))
+    box = lattice_vectors(DATA / "adk_oplsaa.pdb")
     shape = (args.shape,) * 3
     workdir = tempfile.mkdtemp(prefix="cryoensemble-large-")
+    print(machine_line())
+    start = time.perf_counter()
     cluster = make_local_cluster(n_workers=args.workers, gpus=args.gpus,
                                  processes_per_gpu=args.processes_per_gpu,
                                  threads_per_process=args.threads_per_process)
     try:
         with Client(cluster) as client:
-            workers = len(client.scheduler_info()["workers"])
-            start = time.perf_counter()
-            # Tiles beyond the grid are cropped on purpose: the grid is the workload.
-            plan = plan_render(source, shape=shape, voxel_size=args.voxel_size,
-                               store=f"{workdir}/large.zarr", n_batches=args.n_batches,
-                               outside="clip")
-            results = run_plan(plan, client).task_results
-            elapsed = time.perf_counter() - start
+            slots = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
+            print(f"# cluster: {len(client.scheduler_info()['workers'])} worker processes, "
+                  f"{slots} task slots ({'GPU' if args.gpus else 'CPU'}), started in "
+                  f"{time.perf_counter() - start:.1f} s")
+            print(f"# {'x'.join(map(str, copies))} images of the unit, grid {args.shape}^3 at "
+                  f"{args.voxel_size} A")
+            for name, frame in (("cold", 0), ("warm", 1)):
+                unit = TrajectorySource(DATA / "adk_oplsaa.pdb", DATA / "adk_oplsaa.xtc",
+                                        frames=f"{frame}:{frame + 1}")
+                source = TiledSource(unit, copies, box)
+                store = f"{workdir}/{name}.zarr"
+                before = client.run(tasks.compile_count)
+                t0 = time.perf_counter()
+                # What render_ensemble(source, ..., client=client) does, keeping the tasks'
+                # reports. Tiles beyond the grid are cropped on purpose: the grid is the
+                # workload.
+                plan = plan_render(source, shape=shape, voxel_size=args.voxel_size, store=store,
+                                   n_workers=slots, n_batches=args.n_batches, outside="clip")
+                plan = plan.for_workers(slots, ensemble.workers_encode_on_device(client))
+                t1 = time.perf_counter()
+                results = run_plan(plan, client).task_results
+                t2 = time.perf_counter()
+                after = client.run(tasks.compile_count)
+                print(_report(name, source, plan, results, t1 - t0, t2 - t0,
+                              sum(after[w] - before.get(w, 0) for w in after),
+                              _bytes_under(store)), flush=True)
+                pools = [m for m in client.run(_device_pool).values() if m is not None]
+                if pools:
+                    print(f"device memory held by the workers' JAX pools: largest "
+                          f"{max(pools) / 2**30:.2f} GiB, all {sum(pools) / 2**30:.2f} GiB",
+                          flush=True)
     finally:
         cluster.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _report(name, source, plan, results, plan_s, elapsed, compiles, stored) -> str:
     slabs = [r for r in _flatten(results) if "z0" in r]
-    rss = max(r["peak_rss_mib"] for r in slabs)
+    if not slabs:  # not split: whole-volume tasks report their own stages
+        return f"{name}: {elapsed:.2f} s (plan {plan_s:.2f} s), {len(results)} whole-volume tasks"
     device = [r["peak_device_mib"] for r in slabs if r.get("peak_device_mib") is not None]
-    atoms = max(r["atoms"] for r in slabs)
-    print(machine_line())
-    print(f"# {source.n_atoms:,} atoms ({copies} images of {unit.n_atoms:,}), grid "
-          f"{args.shape}^3 at {args.voxel_size} A, {args.n_batches} z-slabs, {workers} workers "
-          f"({'GPU' if args.gpus else 'CPU'})")
-    print(f"| atoms | grid | slabs | time | max atoms per slab | peak RSS per worker | "
-          f"peak device memory per worker |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    print(f"| {source.n_atoms:,} | {args.shape}^3 | {args.n_batches} | {elapsed:.1f} s | "
-          f"{atoms:,} | {rss / 1024:.2f} GiB | "
-          f"{(max(device) / 1024):.2f} GiB |" if device else
-          f"| {source.n_atoms:,} | {args.shape}^3 | {args.n_batches} | {elapsed:.1f} s | "
-          f"{atoms:,} | {rss / 1024:.2f} GiB | - |")
-    print("slab task time, summed (s): " + ", ".join(
-        f"{key[:-2]} {sum(r[key] for r in slabs):.1f}" for key in ("select_s", "render_s", "write_s"))
-        + f"; renderers built, summed over workers: {sum(_last_per_worker(slabs))}")
-    shutil.rmtree(workdir, ignore_errors=True)
+    lines = [
+        f"## {name}: {source.n_atoms:,} atoms, {plan.spec.shape[0]}^3, {len(slabs)} slabs of "
+        f"{plan.layout.z_chunk} planes: {elapsed:.2f} s ({plan_s:.2f} s planning on the client)",
+        "| stage | wall s (summed) | user s | system s |",
+        "| --- | --- | --- | --- |",
+    ]
+    for stage in STAGES:
+        lines.append(f"| {stage} | {sum(r.get(f'{stage}_s', 0.0) for r in slabs):.2f} | "
+                     f"{sum(r.get(f'{stage}_user_s', 0.0) for r in slabs):.2f} | "
+                     f"{sum(r.get(f'{stage}_system_s', 0.0) for r in slabs):.2f} |")
+    lines.append(
+        f"bytes: to devices {sum(r['to_device_bytes'] for r in slabs) / 2**20:,.0f} MiB, to host "
+        f"{sum(r['to_host_bytes'] for r in slabs) / 2**20:,.0f} MiB, stored "
+        f"{stored / 2**20:,.0f} MiB; atoms per slab <= {max(r['atoms'] for r in slabs):,}; "
+        f"compiles {compiles} (summed over workers); peak RSS per worker "
+        f"{max(r['peak_rss_mib'] for r in slabs) / 1024:.2f} GiB; peak device memory per "
+        f"worker " + (f"{max(device) / 1024:.2f} GiB" if device else "-"))
+    return "\n".join(lines)
 
 
-def _last_per_worker(slabs) -> list[int]:
-    """Each worker's compile count (the largest one its slabs report)."""
-    counts: dict = {}
-    for r in slabs:
-        counts[r["pid"]] = max(counts.get(r["pid"], 0), r["compiles"])
-    return list(counts.values())
+def _device_pool() -> int | None:
+    """Bytes this worker's JAX allocator holds on its device (reserved or in use)."""
+    import jax
+
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        return None
+    stats = device.memory_stats() or {}
+    return stats.get("pool_bytes") or stats.get("bytes_reserved") or stats.get("bytes_in_use")
+
+
+def _bytes_under(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
 
 
 def _flatten(results):

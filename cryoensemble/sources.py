@@ -561,6 +561,11 @@ class TiledSource(AbstractEnsembleSource):
     def __len__(self):
         return len(self.source)
 
+    def check(self) -> None:
+        """The unit's check: images are the unit's atoms plus finite shifts (no tiled
+        read of millions of atoms on the client)."""
+        self.source.check()
+
     def read(self, start, stop):
         self._check_range(start, stop)
         unit = self.source.read(start, stop)

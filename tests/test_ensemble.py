@@ -192,6 +192,18 @@ def test_split_atoms_by_slabs_and_groups_gives_the_unsplit_volume(client, tmp_pa
     assert int(slabs["rendered"].sum()) == int(groups["rendered"].sum()) == 1
 
 
+def test_uneven_slabs_of_several_conformations_give_the_unsplit_volumes(client, tmp_path):
+    """5 slabs of 10 planes over 48 (the last one 8 planes, rendered at the common height
+    and cut), several conformations: each one the whole render, bit for bit on CPU."""
+    source = MorphSource(DATA / "adk_closed.pdb", DATA / "adk_open.pdb", 3)
+    kwargs = dict(shape=(48, 48, 48), voxel_size=1.25, client=client, outside="clip")
+    whole = render_ensemble(source, store=str(tmp_path / "whole.zarr"), **kwargs)
+    slabs = render_ensemble(source, store=str(tmp_path / "slabs.zarr"), n_batches=5, **kwargs)
+    assert slabs["potential"].encoding["shards"] == (1, 10, 48, 48)
+    np.testing.assert_array_equal(slabs["potential"].values, whole["potential"].values)
+    assert int(slabs["rendered"].sum()) == len(source)
+
+
 def test_cli_against_a_dask_scheduler_and_worker_started_as_subprocesses(tmp_path):
     scheduler_file = tmp_path / "scheduler.json"
     env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false", JAX_PLATFORMS="cpu")

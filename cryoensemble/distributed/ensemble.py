@@ -82,6 +82,12 @@ class RenderPlan:
     @property
     def memory_per_task_bytes(self) -> int:
         volume_bytes = int(np.prod(self.spec.shape)) * 4
+        if self.n_batches > 1 and self.split == "slabs":
+            # The slab, the conformation with its plan (~64 B per atom, host and device),
+            # and the window voxels of one atom pass (`tasks.atom_passes`).
+            slab_bytes = volume_bytes * self.layout.z_chunk // self.spec.shape[0]
+            in_flight = min(self.source.n_atoms * self.window**3, tasks.ADDENDS_PER_PASS)
+            return int(slab_bytes + 64 * self.source.n_atoms + 16 * in_flight)
         atoms_per_task = self.source.n_atoms / self.n_batches
         return int(self.spec.batch_size * volume_bytes + atoms_per_task * self.window**3 * 4 * 1.5)
 
@@ -131,6 +137,28 @@ def default_batch_size(n_todo: int, n_workers: int, volume_bytes: int,
     return int(max(1, min(64, by_balance, (256 * 2**20) // volume_bytes)))
 
 
+# Window voxels (atoms x k^3) per volume above which a volume is split into z-slabs by
+# default: below it one task renders a whole volume in well under a second on a GPU.
+_SLAB_WORK = 2**30
+# Raw bytes of one default z-slab: the volume's work spread over every worker process of
+# a GPU host, each slab's halo (k - 1 planes of atoms) small beside its planes.
+_SLAB_BYTES = 32 * 2**20
+
+
+def default_n_batches(n_atoms: int, window: int, shape, renderer: str, split: str) -> int:
+    """z-slabs per volume when the caller gives none: 1 unless a volume's atoms reach more
+    than `_SLAB_WORK` window voxels (millions of atoms), then slabs of about `_SLAB_BYTES`
+    (e.g. 16 at 512^3), so that the processes of a host share each volume and no task
+    holds more than a slab. The count depends only on the atoms and grid, not on the
+    cluster: a store resumed on other workers keeps its layout."""
+    if split != "slabs" or not tasks.RENDERERS[renderer].splits_atoms:
+        return 1
+    if n_atoms * window**3 <= _SLAB_WORK:
+        return 1
+    volume_bytes = int(np.prod(shape)) * 4
+    return int(min(shape[0], max(2, -(-volume_bytes // _SLAB_BYTES))))
+
+
 def _check_arguments(source, shape, voxel_size, dtype, renderer, split, n_batches, batch_size):
     """One-line errors for arguments that cannot work, before anything is read or run."""
     if not (math.isfinite(voxel_size) and voxel_size > 0):
@@ -140,19 +168,21 @@ def _check_arguments(source, shape, voxel_size, dtype, renderer, split, n_batche
     if renderer not in tasks.RENDERERS:
         raise ValueError(f"renderer: one of {list(tasks.RENDERERS)}; got {renderer!r}")
     kind = tasks.RENDERERS[renderer]
-    if not kind.splits_atoms and n_batches > 1:
-        raise ValueError(f"renderer '{renderer}' renders whole volumes: no n_batches")
     if kind.needs_tabulated_atoms and source.mixture() is not None:
         raise ValueError(f"renderer '{renderer}' renders tabulated atoms: not a source "
                          "with its own mixture")
     if split not in ("slabs", "atoms"):
         raise ValueError(f"split: 'slabs' or 'atoms'; got {split!r}")
-    if n_batches < 1:
-        raise ValueError(f"n_batches: must be >= 1; got {n_batches}")
-    if n_batches > 1 and split == "slabs" and n_batches > shape[0]:
-        raise ValueError(f"n_batches: {n_batches} slabs exceed the {shape[0]} z-planes")
-    if n_batches > 1 and split == "atoms" and n_batches > source.n_atoms:
-        raise ValueError(f"n_batches: {n_batches} atom groups exceed the {source.n_atoms} atoms")
+    if n_batches is not None:  # None: chosen from the atoms and grid (`default_n_batches`)
+        if not kind.splits_atoms and n_batches > 1:
+            raise ValueError(f"renderer '{renderer}' renders whole volumes: no n_batches")
+        if n_batches < 1:
+            raise ValueError(f"n_batches: must be >= 1; got {n_batches}")
+        if n_batches > 1 and split == "slabs" and n_batches > shape[0]:
+            raise ValueError(f"n_batches: {n_batches} slabs exceed the {shape[0]} z-planes")
+        if n_batches > 1 and split == "atoms" and n_batches > source.n_atoms:
+            raise ValueError(f"n_batches: {n_batches} atom groups exceed the "
+                             f"{source.n_atoms} atoms")
     if batch_size is not None and int(batch_size) < 1:
         raise ValueError(f"batch_size: must be >= 1; got {batch_size}")
 
@@ -198,7 +228,7 @@ def plan_render(
     storage_options: dict | None = None,
     n_workers: int = 1,
     batch_size: int | None = None,
-    n_batches: int = 1,
+    n_batches: int | None = None,
     split: Literal["slabs", "atoms"] = "slabs",
     dtype: Literal["float32", "float16"] = "float32",
     extra_b_factor: float = 0.0,
@@ -211,7 +241,8 @@ def plan_render(
     """Validate the arguments and plan the render (see `render_ensemble` for them);
     `n_workers` is the number of tasks that run at once, for sizing batches."""
     shape = as_grid_shape(shape)
-    voxel_size, n_batches = float(voxel_size), int(n_batches)
+    voxel_size = float(voxel_size)
+    n_batches = None if n_batches is None else int(n_batches)
     _check_arguments(source, shape, voxel_size, dtype, renderer, split, n_batches, batch_size)
     if not math.isfinite(float(extra_b_factor)):
         raise ValueError(f"extra_b_factor: must be finite (A^2); got {extra_b_factor}")
@@ -228,7 +259,9 @@ def plan_render(
         raise ValueError(f"extra_b_factor: {extra_b_factor} A^2 makes some atoms' gaussians "
                          "negative (Peng's b are as small as ~0.1 A^2); use a value >= 0")
     atoms = tasks.support_plan(source, spec)  # validates elements; workers derive the same
-    _checks.check_atoms_in_box(source, spec, tasks.mixture(source, 0.0)[0].sum(axis=1),
+    if n_batches is None:
+        n_batches = default_n_batches(source.n_atoms, atoms.support.k_max, shape, renderer, split)
+    _checks.check_atoms_in_box(source, spec, tasks.atom_amplitudes(source),
                                outside, outside_tolerance, tasks.RENDERERS[renderer].periodic)
     n = len(source)
     z_slabs = n_batches if (n_batches > 1 and split == "slabs") else 1
@@ -310,7 +343,7 @@ def render_ensemble(
     gpus: int | None = None,
     n_workers: int | None = None,
     batch_size: int | None = None,
-    n_batches: int = 1,
+    n_batches: int | None = None,
     split: Literal["slabs", "atoms"] = "slabs",
     dtype: Literal["float32", "float16"] = "float32",
     extra_b_factor: float = 0.0,
@@ -345,7 +378,8 @@ def render_ensemble(
     - `batch_size`: conformations per task (default: sized from the ensemble and workers).
     - `n_batches`: split each volume's atoms into this many parts, by z-`slabs` (each
       task renders the atoms touching its slab and writes the slab) or by atom groups
-      summed in a tree (`split="atoms"`).
+      summed in a tree (`split="atoms"`). Default: whole volumes, or z-slabs for atom
+      sets of millions of atoms (`default_n_batches`).
     - `dtype`: stored precision (rendering is float32).
     - `extra_b_factor`: A^2 added to every atom's b. `center`: `True` subtracts the
       centre of the bulk of the first conformation's atoms from all (motion kept; the
@@ -403,7 +437,7 @@ def lazy_ensemble(
     shape,
     voxel_size: float,
     batch_size: int | None = None,
-    n_batches: int = 1,
+    n_batches: int | None = None,
     dtype: Literal["float32", "float16"] = "float32",
     extra_b_factor: float = 0.0,
     center=True,
@@ -420,9 +454,10 @@ def lazy_ensemble(
 
     shape = as_grid_shape(shape)
     voxel_size = float(voxel_size)
-    _check_arguments(source, shape, voxel_size, dtype, renderer, "slabs", int(n_batches),
+    n_batches = 1 if n_batches is None else int(n_batches)  # whole volumes by default
+    _check_arguments(source, shape, voxel_size, dtype, renderer, "slabs", n_batches,
                      batch_size)
-    if int(n_batches) != 1:
+    if n_batches != 1:
         raise ValueError("n_batches: a lazy render (store=None) renders whole volumes; "
                          "give a store to split atoms")
     n = len(source)
@@ -492,7 +527,7 @@ def _graph(plan: RenderPlan, runs) -> list:
             slabs = [
                 dask.delayed(tasks.render_slab, pure=False)(
                     shared, spec, index, z0, min(nz, z0 + plan.layout.z_chunk),
-                    dask_key_name=f"slab-{index}-{z0}")
+                    plan.layout.z_chunk, dask_key_name=f"slab-{index}-{z0}")
                 for z0 in range(0, nz, plan.layout.z_chunk)
             ]
             graph.append(dask.delayed(tasks.mark_done)(spec, index, *slabs,

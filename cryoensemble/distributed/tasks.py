@@ -7,6 +7,7 @@ it for every batch; batches are padded to the planned size and atom counts to a 
 
 import collections
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -100,7 +101,8 @@ class WorkerState:
     - `mixtures`: per source, its distinct mixtures and each atom's row (a few sources).
     - `plans`: per source and grid, the atoms' `AtomPlan` (a 10.8M-atom plan is ~400 MB:
       two kept).
-    - `positions`: the last conformation read in plan order (its slabs follow one another).
+    - `positions`: the last conformation read in plan order (its slabs follow one
+      another), on the host or (slabs) on the device.
     - `renderers`: compiled renderers by static key.
     - `pinned_unavailable`: platforms without pinned host memory; `compiles`: renderers
       built so far.
@@ -108,6 +110,7 @@ class WorkerState:
     - `encoders`: device chunk encoders by (store, device); `device_codec`: whether
       nvCOMP runs here (None until asked); `batch_limits`: the most conformations per
       batch by (grid, renderer), from device memory and lowered after an out-of-memory.
+    - `device_plans`: a plan's permutation and mixture rows on the device (slabs).
     """
 
     def __init__(self):
@@ -121,6 +124,7 @@ class WorkerState:
         self.encoders = _Bounded(4)
         self.device_codec: bool | None = None
         self.batch_limits: dict[tuple, int] = {}
+        self.device_plans = _Bounded(2)
 
 
 _STATE = WorkerState()
@@ -164,13 +168,27 @@ def _mixture_rows(source, extra_b_factor: float):
         # NumPy only: the client plans too, and must not start a JAX backend.
         from ..constants import b_factor_to_variance_numpy, peng_parameters_numpy
 
-        elements, inverse = np.unique(source.atomic_numbers, return_inverse=True)
+        elements, inverse = _distinct(np.asarray(source.atomic_numbers))
         a, b = peng_parameters_numpy(elements)  # names bad elements
         return (np.asarray(a, np.float32),
                 np.asarray(b_factor_to_variance_numpy(b + float(extra_b_factor)), np.float32),
-                inverse.reshape(-1))
+                inverse)
 
     return _STATE.mixtures.get_or_make((_source_key(source), float(extra_b_factor)), make)
+
+
+def _distinct(numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`np.unique(numbers, return_inverse=True)` (inverse as int32), by counting where the
+    numbers are small non-negative integers (atomic numbers: millions of atoms, no sort)."""
+    numbers = numbers.reshape(-1)
+    if (numbers.size and np.issubdtype(numbers.dtype, np.integer)
+            and 0 <= numbers.min() and numbers.max() < 4096):
+        present = np.flatnonzero(np.bincount(numbers))
+        table = np.zeros(int(present[-1]) + 1, np.int32)
+        table[present] = np.arange(len(present), dtype=np.int32)
+        return present.astype(numbers.dtype), table[numbers]
+    elements, inverse = np.unique(numbers, return_inverse=True)
+    return elements, inverse.reshape(-1).astype(np.int32)
 
 
 def mixture(source, extra_b_factor: float):
@@ -180,24 +198,47 @@ def mixture(source, extra_b_factor: float):
     return (a, v) if inverse is None else (a[inverse], v[inverse])
 
 
+def atom_amplitudes(source) -> np.ndarray:
+    """Each atom's total amplitude (A, the sum over its gaussians; its scattering weight),
+    float32 (n_atoms,), summed per mixture row and then spread to the atoms."""
+    a, _, inverse = _mixture_rows(source, 0.0)
+    total = a.sum(axis=1)
+    return total if inverse is None else total[inverse]
+
+
 @dataclasses.dataclass(frozen=True)
 class AtomPlan:
     """A source's atoms in support-plan order: `support.order` permutes the source's
-    atoms, `amplitudes`/`variances` are already permuted, `support.groups` is
-    `((n, radius, k), ...)` over the permuted atoms."""
+    atoms, `support.groups` is `((n, radius, k), ...)` over the permuted atoms. Mixtures
+    are kept per distinct row (`row_amplitudes`, `row_variances`: per element, or per atom
+    for a source with its own mixture), `rows` is each permuted atom's row (None: the
+    rows are the permuted atoms themselves)."""
 
     support: "SupportPlan"
-    amplitudes: np.ndarray
-    variances: np.ndarray
+    row_amplitudes: np.ndarray
+    row_variances: np.ndarray
+    rows: np.ndarray | None
+
+    @property
+    def n_atoms(self) -> int:
+        return self.support.n_atoms
 
     @property
     def order(self) -> np.ndarray:
-        n = self.amplitudes.shape[0]
-        return np.arange(n) if self.support.order is None else self.support.order
+        return np.arange(self.n_atoms) if self.support.order is None else self.support.order
 
     @property
     def groups(self) -> tuple:
         return self.support.groups
+
+    @functools.cached_property
+    def amplitudes(self) -> np.ndarray:
+        """Per permuted atom (n, n_gaussians), expanded on first use."""
+        return self.row_amplitudes if self.rows is None else self.row_amplitudes[self.rows]
+
+    @functools.cached_property
+    def variances(self) -> np.ndarray:
+        return self.row_variances if self.rows is None else self.row_variances[self.rows]
 
     @property
     def sorted_support(self) -> "SupportPlan":
@@ -208,20 +249,36 @@ class AtomPlan:
 
 
 def support_plan(source, spec: RenderSpec) -> AtomPlan:
-    """The (cached) support plan of a source's atoms for this grid and bound."""
+    """The (cached) support plan of a source's atoms for this grid and bound: sized per
+    distinct mixture row (per element), then the atoms grouped by their row's window
+    (no per-atom sizing or sort: 10.8M atoms in well under a second)."""
     from ..simulator import SupportPlan
 
     def make():
         a, v, inverse = _mixture_rows(source, spec.extra_b_factor)
-        # Per element where the source has no mixture of its own: 10.8M atoms in
-        # seconds, not a minute.
-        plan = SupportPlan.from_mixture(a, v, spec.voxel_size, spec.truncation,
-                                        rows_of_atoms=inverse)
-        if inverse is not None:
-            a, v = a[inverse], v[inverse]
-        if plan.order is not None:
-            a, v = a[plan.order], v[plan.order]
-        return AtomPlan(plan, a, v)
+        if inverse is None:
+            plan = SupportPlan.from_mixture(a, v, spec.voxel_size, spec.truncation)
+            if plan.order is not None:
+                a, v = a[plan.order], v[plan.order]
+            return AtomPlan(plan, a, v, None)
+        by_row = SupportPlan.from_mixture(a, v, spec.voxel_size, spec.truncation)
+        # Each row's window, then the atoms by window (stable: atom order kept within a
+        # group), as SupportPlan.from_mixture(..., rows_of_atoms=inverse) orders them.
+        row_order = np.arange(len(a)) if by_row.order is None else by_row.order
+        k_of_row = np.repeat([k for _, _, k in by_row.groups], [n for n, _, _ in by_row.groups])
+        window = np.empty(len(a), np.int64)
+        window[row_order] = k_of_row
+        counts = np.bincount(inverse, minlength=len(a))
+        groups, members = [], []
+        for n_rows, radius, k in by_row.groups:
+            in_group = window == k
+            atoms_in_group = np.flatnonzero(in_group[inverse]) if len(by_row.groups) > 1 else None
+            groups.append((int(counts[in_group].sum()), radius, k))
+            members.append(atoms_in_group)
+        if len(groups) > 1:
+            order = np.concatenate(members)
+            return AtomPlan(SupportPlan(order, groups), a, v, inverse[order])
+        return AtomPlan(SupportPlan(None, groups), a, v, inverse)
 
     key = (_source_key(source), spec.extra_b_factor, spec.voxel_size, spec.truncation)
     return _STATE.plans.get_or_make(key, make)
@@ -239,25 +296,23 @@ def _select(positions, plan: AtomPlan, mask: np.ndarray):
     """Keep, group by group, the atoms in `mask` (over the plan-ordered atoms); pad each
     group with zero-amplitude atoms (they add exact zeros). Returns positions,
     amplitudes, variances and the groups."""
-    pieces_p, pieces_a, pieces_v, counts = [], [], [], []
-    first = 0
+    kept, counts, first = [], [], 0
     for count, _, _ in plan.groups:
-        part = slice(first, first + count)
+        chosen = np.flatnonzero(mask[first : first + count]) + first
         first += count
-        keep = mask[part]
-        n = int(keep.sum())
-        counts.append(n)
-        if not n:
-            continue
-        extra = padded_atom_count(n) - n
-        p = positions[:, part][:, keep]
-        pieces_p.append(np.concatenate([p, np.zeros((p.shape[0], extra, 3), p.dtype)], axis=1))
-        a, v = plan.amplitudes[part][keep], plan.variances[part][keep]
-        pieces_a.append(np.concatenate([a, np.zeros((extra, a.shape[1]), a.dtype)]))
-        pieces_v.append(np.concatenate([v, np.ones((extra, v.shape[1]), v.dtype)]))
+        counts.append(len(chosen))
+        if len(chosen):
+            padding = np.full(padded_atom_count(len(chosen)) - len(chosen), -1)
+            kept.append(np.concatenate([chosen, padding]))
+    index = np.concatenate(kept)
+    real = index >= 0
+    rows = index if plan.rows is None else plan.rows[index]
+    p = positions[:, index]
+    p[:, ~real] = 0.0
+    a = np.where(real[:, None], plan.row_amplitudes[rows], np.float32(0.0))
+    v = np.where(real[:, None], plan.row_variances[rows], np.float32(1.0))
     groups, _ = _pad_groups(plan.groups, counts)
-    return (np.concatenate(pieces_p, axis=1), np.concatenate(pieces_a),
-            np.concatenate(pieces_v), groups)
+    return p, a, v, groups
 
 
 def padded_atom_count(n: int) -> int:
@@ -273,14 +328,14 @@ def padded_atom_count(n: int) -> int:
 
 # Window voxels (k^3 per atom) evaluated per pass over a group's atoms: bounds the device
 # memory of a huge slab's blocks and scatter indices (~1 GiB at 2^26) whatever its atoms.
-_ADDENDS_PER_PASS = 2**26
+ADDENDS_PER_PASS = 2**26
 
 
 def atom_passes(groups) -> int:
     """Passes over each support group's atoms (`GaussianMixtureRenderFn`'s `n_batches`) so
-    that at most `_ADDENDS_PER_PASS` window voxels are in flight; 1 for proteins. The
+    that at most `ADDENDS_PER_PASS` window voxels are in flight; 1 for proteins. The
     passes add the atoms in the same order, so results are unchanged (bit for bit on CPU)."""
-    return max([1] + [-(-n * k**3 // _ADDENDS_PER_PASS) for n, _, k in groups])
+    return max([1] + [-(-n * k**3 // ADDENDS_PER_PASS) for n, _, k in groups])
 
 
 def batch_renderer(shape, voxel_size, groups, z_size=None, scatter="auto"):
@@ -367,7 +422,7 @@ def _render_batch(source, spec: RenderSpec, positions: np.ndarray):
                                  tuple(counts.tolist()), spec.extra_b_factor)
         return run(positions[:, order])
     plan = support_plan(source, spec)
-    everything = np.ones(plan.amplitudes.shape[0], bool)
+    everything = np.ones(plan.n_atoms, bool)
     positions, amplitudes, variances, groups = _select(positions[:, plan.order], plan, everything)
     run = batch_renderer(spec.shape, spec.voxel_size, groups)
     return run(positions, amplitudes, variances, 0)
@@ -618,30 +673,262 @@ def _ordered_positions(source, spec: RenderSpec, plan: AtomPlan, index: int) -> 
         key, lambda: _read(source, spec, index, index + 1)[:, plan.order])
 
 
-def render_slab(source, spec: RenderSpec, index: int, z0: int, z1: int) -> dict:
-    """Render planes [z0, z1) of one conformation from the atoms that touch them; write.
-    Returns the atoms used, where the time went (s: `select` atoms on the host, `render`
-    on the device and copy back, `write`), renderers built so far and peak memory."""
-    t0 = time.perf_counter()
-    plan = support_plan(source, spec)
-    positions = _ordered_positions(source, spec, plan, index)
-    from ..simulator import atoms_touching_planes
+class _DeviceConformation:
+    """One conformation on the worker's device, in plan order, with what its slabs share:
+    `positions` (n, 3) A, `first_planes` (n,) (`window_first_planes`), `rows` (rows (n,)
+    int32 into the plan's mixture rows, row amplitudes, row variances), and per slab
+    height the padded atom count of each group (`capacities`)."""
 
-    mask = atoms_touching_planes(positions[0], spec.shape, spec.voxel_size,
-                                 plan.sorted_support, z0, z1)
-    t1 = t2 = time.perf_counter()
-    if not mask.any():  # an empty slab: zeros, still written
+    def __init__(self, positions, first_planes, rows, uploaded_bytes: int):
+        self.positions = positions
+        self.first_planes = first_planes
+        self.rows = rows
+        self.uploaded_bytes = uploaded_bytes
+        self.capacities: dict[int, tuple[int, ...]] = {}
+
+
+def _device_conformation(source, spec: RenderSpec, plan: AtomPlan, index: int):
+    """Conformation `index` on this worker's device in plan order (read on the host; the
+    centre subtracted, the atoms permuted and their windows placed on the device), kept
+    for the next slabs of the same conformation on this worker. Returns it and whether
+    it was read now."""
+    key = ("device", _source_key(source), spec.centre, spec.shape, spec.voxel_size,
+           spec.truncation, spec.extra_b_factor, index)
+    if key in _STATE.positions:
+        return _STATE.positions[key], False
+    _STATE.positions.clear()  # the last conformation's device memory goes first
+    host = source.read(index, index + 1)[0]
+    centre = np.asarray(spec.centre, np.float32)
+    if host.dtype != np.float32:  # `_read`'s arithmetic, on the host
+        host, centre = _read(source, spec, index, index + 1)[0], np.zeros(3, np.float32)
+    order = None if plan.support.order is None else _device_order(source, spec, plan)
+    prepare = _conformation_preparer(spec.shape, spec.voxel_size, plan.groups, order is not None)
+    positions, first_planes = prepare(host, centre, order)
+    first_planes.block_until_ready()
+    conformation = _DeviceConformation(positions, first_planes, _device_rows(source, spec, plan),
+                                       host.nbytes)
+    _STATE.positions[key] = conformation
+    return conformation, True
+
+
+def _conformation_preparer(shape, voxel_size, groups, permuted: bool):
+    """A jitted `(positions (n, 3) as read, centre (3,), order or None) -> (positions in
+    plan order minus the centre, their window_first_planes)`: one pass on the device,
+    the float32 subtraction `_read` does on the host."""
+
+    def make():
+        import jax
+
+        from ..simulator import SupportPlan, window_first_planes
+
+        _STATE.compiles += 1
+
+        @jax.jit
+        def run(positions, centre, order):
+            positions = positions - centre
+            if permuted:
+                positions = positions[order]
+            return positions, window_first_planes(positions, shape, voxel_size,
+                                                  SupportPlan(None, groups))
+
+        return run
+
+    return _STATE.renderers.get_or_make(("slab-prepare", shape, voxel_size, groups, permuted),
+                                        make)
+
+
+def _device_order(source, spec: RenderSpec, plan: AtomPlan):
+    """The plan's permutation on the device (int32), kept with the plan."""
+    import jax
+
+    key = ("order", _source_key(source), spec.extra_b_factor, spec.voxel_size, spec.truncation)
+    return _STATE.device_plans.get_or_make(
+        key, lambda: jax.device_put(plan.order.astype(np.int32)))
+
+
+def _device_rows(source, spec: RenderSpec, plan: AtomPlan):
+    """(rows (n,) int32, row amplitudes, row variances) on the device, kept with the plan."""
+    import jax
+
+    def make():
+        rows = np.arange(plan.n_atoms) if plan.rows is None else plan.rows
+        return (jax.device_put(rows.astype(np.int32)), jax.device_put(plan.row_amplitudes),
+                jax.device_put(plan.row_variances))
+
+    key = ("rows", _source_key(source), spec.extra_b_factor, spec.voxel_size, spec.truncation)
+    return _STATE.device_plans.get_or_make(key, make)
+
+
+def slab_starts(nz: int, z_size: int) -> list[int]:
+    """First plane of each slab of `z_size` planes; the last one ends at the grid's end
+    (overlapping its neighbour), so every slab has one shape: one compilation."""
+    return [min(z0, nz - z_size) for z0 in range(0, nz, z_size)]
+
+
+def _slab_capacities(conformation: _DeviceConformation, plan: AtomPlan, spec: RenderSpec,
+                     z_size: int) -> tuple[int, ...]:
+    """Per support group, the most of its atoms any slab of `z_size` planes needs, rounded
+    up to a few sizes (`padded_atom_count`; 0 for a group no slab needs): every slab of
+    the conformation is padded to these, so one selection and one renderer serve them
+    all (and, the sizes being coarse, the other conformations of an ensemble)."""
+    if z_size not in conformation.capacities:
+        import jax.numpy as jnp
+
+        count = _slab_counter(plan.groups, z_size)
+        starts = jnp.asarray(slab_starts(spec.shape[0], z_size), jnp.int32)
+        most = np.asarray(count(conformation.first_planes, starts)).max(axis=0)
+        conformation.capacities[z_size] = tuple(padded_atom_count(int(n)) if n else 0
+                                                for n in most)
+    return conformation.capacities[z_size]
+
+
+def _group_bounds(groups) -> list[tuple[int, int]]:
+    ends = np.cumsum([0] + [n for n, _, _ in groups])
+    return list(zip(ends[:-1].tolist(), ends[1:].tolist()))
+
+
+def _slab_counter(groups, z_size):
+    """A jitted `(first planes, slab starts (s,)) -> (s, n_groups)`: each slab's atoms
+    per group."""
+
+    def make():
+        import jax
+        import jax.numpy as jnp
+
+        from ..simulator import SupportPlan, touching_planes_mask
+
+        _STATE.compiles += 1
+        plan = SupportPlan(None, groups)
+
+        @jax.jit
+        def run(first_planes, starts):
+            def one(z0):
+                mask = touching_planes_mask(first_planes, plan, z0, z0 + z_size)
+                return jnp.stack([mask[a:b].sum() for a, b in _group_bounds(groups)])
+
+            return jax.lax.map(one, starts)
+
+        return run
+
+    return _STATE.renderers.get_or_make(("slab-count", groups, z_size), make)
+
+
+def _slab_selector(groups, capacities, z_size):
+    """A jitted `(positions, first planes, rows, row amplitudes, row variances, z0) ->
+    (positions, amplitudes, variances, counts)`: the atoms that touch planes
+    [z0, z0 + z_size), group by group in plan order, each group padded to its capacity
+    with zero-amplitude atoms (they add exact zeros), as `_select` keeps them on the host."""
+
+    def make():
+        import jax
+        import jax.numpy as jnp
+
+        from ..simulator import SupportPlan, touching_planes_mask
+
+        _STATE.compiles += 1
+        plan = SupportPlan(None, groups)
+
+        @jax.jit
+        def run(positions, first_planes, rows, row_amplitudes, row_variances, z0):
+            mask = touching_planes_mask(first_planes, plan, z0, z0 + z_size)
+            index, real, counts = [], [], []
+            for (a, b), capacity in zip(_group_bounds(groups), capacities):
+                counts.append(mask[a:b].sum())
+                if capacity:
+                    index.append(jnp.nonzero(mask[a:b], size=capacity, fill_value=0)[0] + a)
+                    real.append(jnp.arange(capacity) < counts[-1])
+            index, real = jnp.concatenate(index), jnp.concatenate(real)[:, None]
+            atom_rows = rows[index]
+            return (jnp.where(real, positions[index], 0.0),
+                    jnp.where(real, row_amplitudes[atom_rows], 0.0),
+                    jnp.where(real, row_variances[atom_rows], 1.0), jnp.stack(counts))
+
+        return run
+
+    return _STATE.renderers.get_or_make(("slab-select", groups, capacities, z_size), make)
+
+
+class _Stages:
+    """Wall and host-core (user, system) seconds per stage of one task, from one clock
+    reading at each stage's end."""
+
+    def __init__(self):
+        self.seconds: dict[str, list[float]] = {}
+        self._last = self._now()
+
+    @staticmethod
+    def _now() -> tuple[float, float, float]:
+        import resource
+
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return time.perf_counter(), usage.ru_utime, usage.ru_stime
+
+    def done(self, stage: str) -> None:
+        now = self._now()
+        totals = self.seconds.setdefault(stage, [0.0, 0.0, 0.0])
+        for i, (a, b) in enumerate(zip(self._last, now)):
+            totals[i] += b - a
+        self._last = now
+
+    def result(self) -> dict:
+        return {f"{stage}_{what}": value for stage, values in self.seconds.items()
+                for what, value in zip(("s", "user_s", "system_s"), values)}
+
+
+def render_slab(source, spec: RenderSpec, index: int, z0: int, z1: int,
+                z_size: int | None = None) -> dict:
+    """Render planes [z0, z1) of one conformation from the atoms that touch them; write.
+    `z_size`: the height of the layout's slabs (default `z1 - z0`).
+
+    The conformation goes to the device once per worker (its slabs follow one another);
+    there each slab selects its atoms (`touching_planes_mask`) into groups of sizes fixed
+    per conformation and slab height (`_slab_capacities`), so every slab of every
+    conformation runs the same compiled selection and renderer. A slab shorter than the
+    others (the grid's last) is rendered at the common height ending at the grid's end
+    and cut. Returns the atoms used, each stage's wall and host-core (user, system)
+    seconds (`plan`: the support plan, once per source; `read`: host read, upload, window
+    planes and slab capacities, once per conformation; `select`, `render` (compiles
+    included, once); `to_host`; `write`; the device stages end when the device is
+    done), bytes moved, renderers built so far and peak memory.
+    """
+    import jax
+
+    stages = _Stages()
+    plan = support_plan(source, spec)
+    stages.done("plan")
+    conformation, fresh = _device_conformation(source, spec, plan, index)
+    z_size = max(z1 - z0, z_size or 0)
+    start = min(z0, spec.shape[0] - z_size)
+    capacities = _slab_capacities(conformation, plan, spec, z_size)
+    stages.done("read")
+    atoms = 0
+    if any(capacities):
+        select = _slab_selector(plan.groups, capacities, z_size)
+        positions, amplitudes, variances, counts = select(
+            conformation.positions, conformation.first_planes, *conformation.rows, start)
+        counts = np.asarray(counts)
+        atoms = int(counts.sum())
+        if np.any(counts > np.asarray(capacities)):
+            raise RuntimeError(f"render_slab: planes [{z0}, {z1}) need {counts.tolist()} atoms "
+                               f"per group, over the capacities {capacities}")
+        stages.done("select")
+        padded = tuple((c, r, k) for c, (_, r, k) in zip(capacities, plan.groups) if c)
+        run = batch_renderer(spec.shape, spec.voxel_size, padded, z_size)
+        device_slab = run(positions[None], amplitudes, variances, start)
+        jax.block_until_ready(device_slab)
+        stages.done("render")
+        slab = np.asarray(device_slab)[:, z0 - start : z1 - start]
+    else:  # no atom reaches the grid: zeros, still written
+        stages.done("select")
         slab = np.zeros((1, z1 - z0) + spec.shape[1:], np.float32)
-    else:
-        positions, amplitudes, variances, groups = _select(positions, plan, mask)
-        t1 = time.perf_counter()
-        run = batch_renderer(spec.shape, spec.voxel_size, groups, z1 - z0)
-        slab = np.asarray(run(positions, amplitudes, variances, z0))
-        t2 = time.perf_counter()
+        stages.done("render")
+    stages.done("to_host")
     store_writer(spec).write_volumes(index, slab, z_start=z0)
-    t3 = time.perf_counter()
-    return {"index": index, "z0": z0, "atoms": int(mask.sum()),
-            "seconds": t3 - t0, "select_s": t1 - t0, "render_s": t2 - t1, "write_s": t3 - t2,
+    stages.done("write")
+    return {"index": index, "z0": z0, "atoms": atoms,
+            "to_device_bytes": conformation.uploaded_bytes if fresh else 0,
+            "to_host_bytes": slab.nbytes, **stages.result(),
+            "seconds": sum(stages.seconds[s][0] for s in stages.seconds),
             "pid": os.getpid(), "compiles": compile_count(), "peak_rss_mib": _peak_rss_mib(),
             "peak_device_mib": _peak_device_mib()}
 
@@ -669,7 +956,7 @@ def render_atom_group(source, spec: RenderSpec, index: int, a0: int, a1: int) ->
     """The partial volume of (sorted) atoms [a0, a1) of one conformation, to be summed."""
     plan = support_plan(source, spec)
     positions = _ordered_positions(source, spec, plan, index)
-    ids = np.arange(plan.amplitudes.shape[0])
+    ids = np.arange(plan.n_atoms)
     positions, amplitudes, variances, groups = _select(positions, plan, (ids >= a0) & (ids < a1))
     run = batch_renderer(spec.shape, spec.voxel_size, groups)
     return np.asarray(run(positions, amplitudes, variances, 0))[0]

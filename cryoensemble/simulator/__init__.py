@@ -51,6 +51,8 @@ from ._volume_rendering.support_plan import (
     ConcreteMixture as ConcreteMixture,
     SupportPlan as SupportPlan,
     atoms_touching_planes as atoms_touching_planes,
+    touching_planes_mask as touching_planes_mask,
+    window_first_planes as window_first_planes,
 )
 from ._volume.base_volume import (
     AbstractAtomVolume as AbstractAtomVolume,
@@ -119,4 +121,6 @@ __all__ = [
     "load_tabulated_volume",
     "render_voxel_volume",
     "split_atoms_by_element",
+    "touching_planes_mask",
+    "window_first_planes",
 ]

@@ -91,15 +91,63 @@ class SupportPlan(eqx.Module):
         return max([k for _, _, k in self.groups] + [1])
 
 
-@eqx.filter_jit
-def _touching(positions, voxel_size, shape, groups, z0, z1):
+# `window_first_planes` of an atom whose window misses the grid's y/x extent: below any
+# plane by more than any window, so it touches no slab.
+MISSES_GRID = -(2**30)
+
+
+def window_first_planes(
+    positions: Float[Array, "n_atoms 3"],
+    shape: tuple[int, int, int],
+    voxel_size: float,
+    plan: SupportPlan,
+) -> Int[Array, " n_atoms"]:
+    """The first z-plane (absolute grid index) of each atom's window, computed with the
+    kernel's own float32 arithmetic (`window_starts`), or `MISSES_GRID` for an atom whose
+    window misses the grid's y/x extent. An atom of a group of window k adds into planes
+    `[z0, z1)` exactly when `first + k > z0` and `first < z1` (`touches_planes`): computed
+    once per conformation, this answers every slab's selection with two comparisons.
+    Traceable (for use inside `jit`).
+
+    **Arguments:** as for `atoms_touching_planes` (`positions` already in plan order).
+    """
+    positions = jnp.asarray(positions, jnp.float32)
+    if positions.shape[0] != plan.n_atoms:
+        raise ValueError(
+            f"window_first_planes: {positions.shape[0]} positions, the plan covers {plan.n_atoms}"
+        )
+    voxel_size = jnp.asarray(voxel_size, positions.dtype)
     offsets = voxel_offsets(positions, voxel_size)
-    masks, first = [], 0
-    for count, radius, k in groups:
+    shape = tuple(shape)
+    firsts, first = [], 0
+    for count, radius, k in plan.groups:
         start = window_starts(offsets[first : first + count], shape, radius, voxel_size)
-        masks.append(touches_planes(start, k, shape, z0, z1))
+        # The y/x half of `touches_planes` (the z half is left to each slab).
+        across = jnp.all((start[:, 1:] + k > 0) & (start[:, 1:] < jnp.asarray(shape[1:])), axis=1)
+        firsts.append(jnp.where(across, start[:, 0], jnp.int32(MISSES_GRID)))
+        first += count
+    return jnp.concatenate(firsts) if firsts else jnp.zeros(0, jnp.int32)
+
+
+def touching_planes_mask(
+    first_planes: Int[Array, " n_atoms"], plan: SupportPlan, z0, z1
+) -> Bool[Array, " n_atoms"]:
+    """Which atoms meet z-planes `[z0, z1)`, from their `window_first_planes`; traceable,
+    `z0` and `z1` may be traced (one compiled selection serves every slab)."""
+    z0, z1 = jnp.asarray(z0, jnp.int32), jnp.asarray(z1, jnp.int32)
+    masks, first = [], 0
+    for count, _, k in plan.groups:
+        planes = first_planes[first : first + count]
+        masks.append((planes + k > z0) & (planes < z1))
         first += count
     return jnp.concatenate(masks) if masks else jnp.zeros(0, bool)
+
+
+@eqx.filter_jit
+def _touching(positions, voxel_size, shape, groups, z0, z1):
+    plan = SupportPlan(None, groups)
+    return touching_planes_mask(window_first_planes(positions, shape, voxel_size, plan), plan,
+                                z0, z1)
 
 
 def atoms_touching_planes(
