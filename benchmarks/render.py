@@ -32,8 +32,11 @@ Methods (each skipped with a note if its package cannot be imported):
   averaging it over voxels, so its "error" against the voxel-average reference measures
   that difference, not a bug. Timed: `put_model_density_on_grid` + copying the grid out.
 
-Timing: one warm-up call (reported as "first call", compile included for JAX methods),
-then the median of ``--repeats`` calls; JAX results are `block_until_ready`-ed.
+Timing: one warm-up call (reported as "first call", compile included for JAX methods;
+for cryoensemble it starts from a fresh volume, so sizing its support plan is in it), then
+the median of ``--repeats`` calls, timed in 5 rounds that visit every method of the case
+in turn; JAX results are `block_until_ready`-ed. ``--first-call`` instead times each stage
+of cryoensemble's first call (sizing, trace, lower, compile, execute) in this process.
 The last column is time(cryojax spread (3,3,5,5,9)) / time(method): > 1 is faster.
 
 Accuracy: relative L2 error against a float64 reference rendered by cryoensemble with
@@ -399,17 +402,28 @@ def point_sample_check(case: Case, volume, reference: np.ndarray, n_nodes: int =
     return worst
 
 
-def time_method(run: Callable, repeats: int) -> tuple[float, float, np.ndarray]:
-    """(first call s, median ms, last output)."""
+ROUNDS = 5  # timed calls are spread over this many rounds through the methods
+
+
+def first_call(run: Callable) -> tuple[float, np.ndarray]:
+    """(seconds, output) of the first call: compilation included for JAX methods."""
     start = time.perf_counter()
     out = run()
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = run()
-        times.append(time.perf_counter() - start)
-    return first, 1e3 * float(np.median(times)), out
+    return time.perf_counter() - start, out
+
+
+def interleaved_medians(runs: list[Callable], repeats: int) -> list[float]:
+    """Median ms of `repeats` calls of each run, timed in rounds that visit every run in
+    turn, so that drifts of the machine (clocks, other load) fall on all of them alike."""
+    times = [[] for _ in runs]
+    per_round = max(1, math.ceil(repeats / ROUNDS))
+    while min(len(t) for t in times) < repeats:
+        for run, spent in zip(runs, times):
+            for _ in range(min(per_round, repeats - len(spent))):
+                start = time.perf_counter()
+                run()
+                spent.append(time.perf_counter() - start)
+    return [1e3 * float(np.median(t)) for t in times]
 
 
 def rel_error(volume, reference: np.ndarray | None) -> float | None:
@@ -436,26 +450,30 @@ def _method_setups(case: Case, budget_gb: float, notes: list[str]):
 
 def run_case(case: Case, reference, repeats: int, budget_gb: float,
              notes: list[str], methods=None) -> list[Result]:
-    results = []
+    results, timed = [], []
     for label, setup in method_setups(case, budget_gb, notes, methods):
         result = Result(case.name, label)
+        results.append(result)
         try:
             run = setup()
         except ImportError as error:
             result.note = f"skipped: not importable ({error})"
-            results.append(result)
             progress(f"  {label}: {result.note}")
             continue
-        result.first_s, result.median_ms, out = time_method(run, repeats)
+        result.first_s, out = first_call(run)
         result.rel_error = rel_error(out, reference)
         if label.startswith("gemmi") and reference is not None:
             notes.append(f"{case.name}: gemmi vs exact float64 point samples at the 64 "
                          f"nodes of largest potential: max rel. deviation "
                          f"{point_sample_check(case, out, reference):.1e} (its error above "
                          "is point sampling vs voxel averaging)")
-        del out, run
-        results.append(result)
-        progress(f"  {label}: {result.median_ms:.2f} ms (first call {result.first_s:.2f} s)")
+        del out
+        timed.append((result, run))
+        progress(f"  {label}: first call {result.first_s:.2f} s")
+    for (result, _), median in zip(timed, interleaved_medians([r for _, r in timed], repeats)):
+        result.median_ms = median
+        progress(f"  {result.method}: {median:.2f} ms")
+    del timed
     baseline = next((r.median_ms for r in results if r.method == BASELINE and r.median_ms), None)
     for result in results:
         if baseline and result.median_ms:

@@ -255,36 +255,6 @@ def test_distinct_rows_match_numpy_unique():
                                       expected[np.lexsort(expected.T[::-1])])
 
 
-def test_many_atoms_carry_no_permutation_into_the_compiled_render():
-    """Atoms of a few elements: the plan's permutation is recomputed on the device from
-    the volume's rows (the same permutation), so the graph compiled for a million atoms
-    holds no per-atom constant, and renders what the host permutation renders."""
-    n = 70_000  # above the size from which the order is computed on the device
-    rng = np.random.default_rng(5)
-    numbers = rng.choice([1, 6, 8, 11], n, p=[0.5, 0.3, 0.19, 0.01])
-    volume = GaussianMixtureVolume.from_tabulated_parameters(
-        rng.uniform(-9.0, 9.0, (n, 3)).astype(np.float32), PengScatteringFactorParameters(numbers))
-    render = GaussianMixtureRenderFn((20, 20, 20), 1.0)
-    plan = render.plan_for(volume)
-    assert len(plan.groups) >= 2 and plan.rows is not None
-    np.testing.assert_array_equal(plan.device_order(volume.amplitudes, volume.variances),
-                                  plan.order)
-    text = _compiled_text(render, volume)
-    constants = [line for line in text.splitlines() if "stablehlo.constant" in line]
-    assert constants and not any(f"tensor<{n}x" in line or f"tensor<{n}>" in line
-                                 for line in constants)
-    held = GaussianMixtureRenderFn((20, 20, 20), 1.0, support_plan=SupportPlan(plan.order, plan.groups))
-    held_text = _compiled_text(held, volume)  # no rows: the permutation is a constant
-    assert any(f"tensor<{n}x" in line for line in held_text.splitlines()
-               if "stablehlo.constant" in line)
-    small = slice(0, 2000)
-    few = GaussianMixtureVolume(volume.positions[small], volume.amplitudes[small],
-                                volume.variances[small])
-    few_plan = render.plan_for(few)
-    np.testing.assert_array_equal(few_plan.device_order(few.amplitudes, few.variances),
-                                  few_plan.order)
-
-
 def test_traced_variances_fall_back_to_exact_dense_path():
     """A volume built inside jit from traced variances, with no plan held anywhere."""
     positions, amplitudes, variances = small_mixture(seed=1)

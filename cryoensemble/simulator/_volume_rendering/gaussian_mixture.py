@@ -18,10 +18,6 @@ from .support_plan import ConcreteMixture, SupportPlan
 
 
 _BATCH_KEYS = ("batch_size", "n_batches")
-# From this many atoms on, a plan's permutation is recomputed on the device from the
-# volume's rows (`SupportPlan.device_order`) rather than embedded in the compiled program
-# as a constant, which slows compilation by about a second per million atoms.
-_DEVICE_ORDER_MIN_ATOMS = 1 << 16
 
 
 def _concrete(array) -> np.ndarray | None:
@@ -215,10 +211,7 @@ class GaussianMixtureRenderFn(AbstractVolumeRenderFn):
                        z_size: int) -> Float[Array, "z_size ny nx"]:
         positions, amplitudes, variances = volume.positions, volume.amplitudes, volume.variances
         if plan.order is not None:
-            if plan.rows is not None and plan.n_atoms >= _DEVICE_ORDER_MIN_ATOMS:
-                order = plan.device_order(amplitudes, variances)
-            else:
-                order = jnp.asarray(plan.order)
+            order = jnp.asarray(plan.order)
             positions, amplitudes, variances = positions[order], amplitudes[order], variances[order]
         return render_local(
             positions, amplitudes, variances, self.shape,

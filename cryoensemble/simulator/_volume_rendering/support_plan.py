@@ -28,10 +28,21 @@ from ._gaussian_kernels import (
 )
 
 
-# Up to this many distinct (amplitude, variance) rows, a plan labels them with their group
-# (`SupportPlan.rows`); beyond, matching atoms to rows on the device costs more than the
-# constant permutation it replaces.
-_MAX_LABELLED_ROWS = 64
+# Atoms consecutive in a group's input order sit this many places apart in the plan's.
+_SPREAD = 16
+
+
+def spread_within_groups(order: np.ndarray, groups: SupportGroups, spread: int) -> np.ndarray:
+    """`order` with each group's atoms interleaved: every `spread`-th atom of the group,
+    then the ones after those, and so on, so that atoms next to each other in `order`
+    (one residue, one water) are `spread` places apart, and atoms far apart in `order`
+    stay far apart."""
+    parts, first = [], 0
+    for count, _, _ in groups:
+        part = order[first : first + count]
+        parts.extend(part[r::spread] for r in range(min(spread, count)))
+        first += count
+    return np.concatenate(parts) if parts else order
 
 
 def default_truncation(dtype) -> float:
@@ -46,22 +57,14 @@ class SupportPlan(eqx.Module):
       or None when the atoms are already in plan order.
     - `groups`: `((n_atoms, radius in A, k), ...)`, in order; each group's k^3 windows
       cover `radius` around its atoms.
-    - `rows`: where the atoms' mixtures take a few distinct values (atoms of one element
-      share one), `((amplitudes..., variances...), group), ...)`: each distinct row and
-      the group of its atoms, so the renderer can recompute `order` on the device from
-      the volume's own arrays instead of carrying it as a constant into compiled code.
     """
 
     order: Int[np.ndarray, " n_atoms"] | None
     groups: SupportGroups = eqx.field(static=True)
-    rows: tuple[tuple[tuple[float, ...], int], ...] | None = eqx.field(static=True)
 
-    def __init__(self, order, groups, rows=None):
+    def __init__(self, order, groups):
         self.order = None if order is None else np.asarray(order, np.int64)
         self.groups = tuple((int(n), float(r), int(k)) for n, r, k in groups)
-        self.rows = None if rows is None else tuple(
-            (tuple(float(x) for x in row), int(group)) for row, group in rows
-        )
 
     @classmethod
     def from_mixture(
@@ -73,7 +76,11 @@ class SupportPlan(eqx.Module):
         rows_of_atoms: np.ndarray | None = None,
     ) -> "SupportPlan":
         """The plan of a concrete mixture: each atom's radius from `truncation`, atoms
-        grouped by window size (a few wide atoms do not widen every window).
+        grouped by window size (a few wide atoms do not widen every window). Within a
+        group, atoms next to each other in the input (the atoms of one residue or water)
+        are spread apart (`_SPREAD` places of the order between them): their windows
+        overlap, and overlapping windows added at the same moment contend for the same
+        voxels on a GPU.
 
         **Arguments:**
 
@@ -84,40 +91,20 @@ class SupportPlan(eqx.Module):
         """
         a = np.asarray(amplitudes, np.float64)
         v = np.asarray(variances, np.float64)
-        rows = None
         if rows_of_atoms is None and a.size:
             # Sized once per distinct row (per element), then mapped back to the atoms.
             table, rows_of_atoms = distinct_rows(np.concatenate([a, v], axis=1))
             a, v = table[:, : a.shape[1]], table[:, a.shape[1] :]
-            rows = table
         radii = support_radii(a, v, float(voxel_size), float(truncation))
         order, groups = support_groups(radii, float(voxel_size), rows_of_atoms=rows_of_atoms)
         if len(groups) <= 1:
             return cls(None, groups)
-        labelled = None
-        if rows is not None and len(rows) <= _MAX_LABELLED_ROWS:
-            k_rows = window_size(radii, float(voxel_size))
-            group_of_k = {k: i for i, (_, _, k) in enumerate(groups)}
-            labelled = [(row, group_of_k[int(k)]) for row, k in zip(rows, k_rows)]
-        return cls(order, groups, rows=labelled)
+        return cls(spread_within_groups(order, groups, _SPREAD), groups)
 
     @classmethod
     def from_radius(cls, n_atoms: int, radius: float, voxel_size: float) -> "SupportPlan":
         """One window size, `radius` (A) around every atom, atoms in their own order."""
         return cls(None, ((int(n_atoms), float(radius), window_size(radius, float(voxel_size))),))
-
-    def device_order(
-        self, amplitudes: Float[Array, "n g"], variances: Float[Array, "n g"]
-    ) -> Int[Array, " n"]:
-        """`order` recomputed from the volume's arrays (traced or not): each atom's group
-        from the distinct row it equals, then a stable sort by group, as the plan's own
-        stable sort by window size. Needs `rows`."""
-        table = jnp.asarray(np.array([row for row, _ in self.rows]), amplitudes.dtype)
-        labels = jnp.asarray([group for _, group in self.rows], jnp.int32)
-        values = jnp.concatenate([amplitudes, variances], axis=1)
-        match = jnp.all(values[:, None, :] == table[None, :, :], axis=-1)
-        group = jnp.sum(jnp.where(match, labels[None, :], 0), axis=1)
-        return jnp.argsort(group, stable=True)
 
     @property
     def n_atoms(self) -> int:
