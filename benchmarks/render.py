@@ -20,8 +20,8 @@ Methods (each skipped with a note if its package cannot be imported):
 
 - ``cryoensemble``: `GaussianMixtureRenderFn` (exact voxel averages on a local K^3 window
   per atom), called as cryojax users do, `jax.jit(lambda v: render(v))(volume)`; the
-  support plan is sized once from the concrete volume (which holds it), so the jitted
-  function keeps the local path.
+  support plan is sized on the first call from the concrete volume (which holds it), so
+  the jitted function keeps the local path; that sizing is part of the first call.
 - ``cryojax dense``: cryojax 0.6.0 `GaussianMixtureRenderFn(shape, voxel_size)`, every
   atom on every voxel (``adk`` only: it is slow).
 - ``cryojax spread``: cryojax 0.6.0 `GaussianMixtureRenderFn(shape, voxel_size,
@@ -49,6 +49,8 @@ Run from the repository root::
     python benchmarks/render.py                        # adk, solvated; 5 repeats
     python benchmarks/render.py --cases adk --repeats 2
     python benchmarks/render.py --cases adk,solvated,tiled --no-reference --json out.json
+    python benchmarks/render.py --cases adk,solvated,tiled --methods "cryoensemble,(3,3,5,5,9)"
+    python benchmarks/render.py --cases tiled --first-call   # stages of the first call
 
 It runs unchanged on CPU or GPU: JAX picks the default device.
 """

@@ -28,23 +28,6 @@ from ._gaussian_kernels import (
 )
 
 
-# Atoms consecutive in a group's input order sit this many places apart in the plan's.
-_SPREAD = 16
-
-
-def spread_within_groups(order: np.ndarray, groups: SupportGroups, spread: int) -> np.ndarray:
-    """`order` with each group's atoms interleaved: every `spread`-th atom of the group,
-    then the ones after those, and so on, so that atoms next to each other in `order`
-    (one residue, one water) are `spread` places apart, and atoms far apart in `order`
-    stay far apart."""
-    parts, first = [], 0
-    for count, _, _ in groups:
-        part = order[first : first + count]
-        parts.extend(part[r::spread] for r in range(min(spread, count)))
-        first += count
-    return np.concatenate(parts) if parts else order
-
-
 def default_truncation(dtype) -> float:
     """The relative L2 bound used when none is given: 1e-6 in float32, 1e-12 in float64."""
     return 1e-12 if np.dtype(dtype) == np.float64 else 1e-6
@@ -76,11 +59,7 @@ class SupportPlan(eqx.Module):
         rows_of_atoms: np.ndarray | None = None,
     ) -> "SupportPlan":
         """The plan of a concrete mixture: each atom's radius from `truncation`, atoms
-        grouped by window size (a few wide atoms do not widen every window). Within a
-        group, atoms next to each other in the input (the atoms of one residue or water)
-        are spread apart (`_SPREAD` places of the order between them): their windows
-        overlap, and overlapping windows added at the same moment contend for the same
-        voxels on a GPU.
+        grouped by window size (a few wide atoms do not widen every window).
 
         **Arguments:**
 
@@ -97,9 +76,7 @@ class SupportPlan(eqx.Module):
             a, v = table[:, : a.shape[1]], table[:, a.shape[1] :]
         radii = support_radii(a, v, float(voxel_size), float(truncation))
         order, groups = support_groups(radii, float(voxel_size), rows_of_atoms=rows_of_atoms)
-        if len(groups) <= 1:
-            return cls(None, groups)
-        return cls(spread_within_groups(order, groups, _SPREAD), groups)
+        return cls(None if len(groups) <= 1 else order, groups)
 
     @classmethod
     def from_radius(cls, n_atoms: int, radius: float, voxel_size: float) -> "SupportPlan":
