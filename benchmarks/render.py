@@ -20,8 +20,8 @@ Methods (each skipped with a note if its package cannot be imported):
 
 - ``cryoensemble``: `GaussianMixtureRenderFn` (exact voxel averages on a local K^3 window
   per atom), called as cryojax users do, `jax.jit(lambda v: render(v))(volume)`; the
-  support plan is sized once from the concrete volume (which holds it), so the jitted
-  function keeps the local path.
+  support plan is sized on the first call from the concrete volume (which holds it), so
+  the jitted function keeps the local path; that sizing is part of the first call.
 - ``cryojax dense``: cryojax 0.6.0 `GaussianMixtureRenderFn(shape, voxel_size)`, every
   atom on every voxel (``adk`` only: it is slow).
 - ``cryojax spread``: cryojax 0.6.0 `GaussianMixtureRenderFn(shape, voxel_size,
@@ -32,8 +32,11 @@ Methods (each skipped with a note if its package cannot be imported):
   averaging it over voxels, so its "error" against the voxel-average reference measures
   that difference, not a bug. Timed: `put_model_density_on_grid` + copying the grid out.
 
-Timing: one warm-up call (reported as "first call", compile included for JAX methods),
-then the median of ``--repeats`` calls; JAX results are `block_until_ready`-ed.
+Timing: one warm-up call (reported as "first call", compile included for JAX methods;
+for cryoensemble it starts from a fresh volume, so sizing its support plan is in it), then
+the median of ``--repeats`` calls, timed in 5 rounds that visit every method of the case
+in turn; JAX results are `block_until_ready`-ed. ``--first-call`` instead times each stage
+of cryoensemble's first call (sizing, trace, lower, compile, execute) in this process.
 The last column is time(cryojax spread (3,3,5,5,9)) / time(method): > 1 is faster.
 
 Accuracy: relative L2 error against a float64 reference rendered by cryoensemble with
@@ -46,6 +49,8 @@ Run from the repository root::
     python benchmarks/render.py                        # adk, solvated; 5 repeats
     python benchmarks/render.py --cases adk --repeats 2
     python benchmarks/render.py --cases adk,solvated,tiled --no-reference --json out.json
+    python benchmarks/render.py --cases adk,solvated,tiled --methods "cryoensemble,(3,3,5,5,9)"
+    python benchmarks/render.py --cases tiled --first-call   # stages of the first call
 
 It runs unchanged on CPU or GPU: JAX picks the default device.
 """
@@ -255,18 +260,56 @@ def setup_cryoensemble(case: Case, notes: list[str]) -> Callable:
         jnp.asarray(case.positions), PengScatteringFactorParameters(case.atomic_numbers)
     )
     # As a cryojax user writes it; the volume, built outside jit, holds its support plan
-    # (atoms grouped by window size, so a few wide ions do not widen every window), and
-    # the gather into that order is part of the timed call, as it would be per frame.
+    # (atoms grouped by window size, so a few wide ions do not widen every window), sized
+    # on the first call, which is timed with it (as a user sees it).
     render = GaussianMixtureRenderFn(case.shape, VOXEL_SIZE)
-    start = time.perf_counter()
-    plan = render.plan_for(volume)
-    sizing = time.perf_counter() - start
-    windows = ", ".join(f"{n:,} atoms K={w}" for n, _, w in plan.groups)
-    notes.append(f"{case.name}: cryoensemble support up to {plan.radius:.2f} A by window size "
-                 f"({windows}), scatter '{render.scatter}', sized in {sizing:.2f} s "
-                 "(host, not timed)")
     f = jax.jit(lambda v: render(v))
-    return lambda: f(volume).block_until_ready()
+
+    def run():
+        out = f(volume).block_until_ready()
+        if not any(note.startswith(f"{case.name}: cryoensemble support") for note in notes):
+            plan = render.plan_for(volume)  # sized by the call above: cached
+            windows = ", ".join(f"{n:,} atoms K={w}" for n, _, w in plan.groups)
+            notes.append(f"{case.name}: cryoensemble support up to {plan.radius:.2f} A by "
+                         f"window size ({windows}), scatter '{render.scatter}'")
+        return out
+
+    return run
+
+
+def first_call_stages(case: Case) -> dict:
+    """Seconds of each stage of cryoensemble's first call on a fresh volume: building the
+    volume, sizing its support plan (host), tracing, lowering, compiling, the first
+    execution, and a second (warm) execution. Run first in a fresh process, so that only
+    JAX's own start (timed apart, as 'backend') precedes it."""
+    import jax
+    import jax.numpy as jnp
+
+    stages = {}
+    start = time.perf_counter()
+    jnp.zeros(8).block_until_ready()
+    stages["backend"] = time.perf_counter() - start
+    from cryoensemble.constants import PengScatteringFactorParameters
+    from cryoensemble.simulator import GaussianMixtureRenderFn, GaussianMixtureVolume
+
+    def stage(name, fn):
+        start = time.perf_counter()
+        out = fn()
+        stages[name] = time.perf_counter() - start
+        return out
+
+    volume = stage("volume", lambda: GaussianMixtureVolume.from_tabulated_parameters(
+        jnp.asarray(case.positions), PengScatteringFactorParameters(case.atomic_numbers)))
+    render = GaussianMixtureRenderFn(case.shape, VOXEL_SIZE)
+    stage("sizing", lambda: render.plan_for(volume))
+    f = jax.jit(lambda v: render(v))
+    traced = stage("trace", lambda: f.trace(volume))
+    lowered = stage("lower", traced.lower)
+    compiled = stage("compile", lowered.compile)
+    stage("execute", lambda: compiled(volume).block_until_ready())
+    stages["first call"] = sum(v for k, v in stages.items() if k != "backend")
+    stage("warm", lambda: compiled(volume).block_until_ready())
+    return stages
 
 
 def setup_cryojax(case: Case, n_spread, budget_gb: float, notes: list[str]) -> Callable:
@@ -361,25 +404,42 @@ def point_sample_check(case: Case, volume, reference: np.ndarray, n_nodes: int =
     return worst
 
 
-def time_method(run: Callable, repeats: int) -> tuple[float, float, np.ndarray]:
-    """(first call s, median ms, last output)."""
+ROUNDS = 5  # timed calls are spread over this many rounds through the methods
+
+
+def first_call(run: Callable) -> tuple[float, np.ndarray]:
+    """(seconds, output) of the first call: compilation included for JAX methods."""
     start = time.perf_counter()
     out = run()
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = run()
-        times.append(time.perf_counter() - start)
-    return first, 1e3 * float(np.median(times)), out
+    return time.perf_counter() - start, out
+
+
+def interleaved_medians(runs: list[Callable], repeats: int) -> list[float]:
+    """Median ms of `repeats` calls of each run, timed in rounds that visit every run in
+    turn, so that drifts of the machine (clocks, other load) fall on all of them alike."""
+    times = [[] for _ in runs]
+    per_round = max(1, math.ceil(repeats / ROUNDS))
+    while min(len(t) for t in times) < repeats:
+        for run, spent in zip(runs, times):
+            for _ in range(min(per_round, repeats - len(spent))):
+                start = time.perf_counter()
+                run()
+                spent.append(time.perf_counter() - start)
+    return [1e3 * float(np.median(t)) for t in times]
 
 
 def rel_error(volume, reference: np.ndarray | None) -> float | None:
     return None if reference is None else relative_l2(volume, reference)
 
 
-def method_setups(case: Case, budget_gb: float, notes: list[str]):
-    """(label, setup thunk) for every method that applies to the case."""
+def method_setups(case: Case, budget_gb: float, notes: list[str], methods=None):
+    """(label, setup thunk) for every method that applies to the case (those whose
+    label contains one of `methods`, if given)."""
+    return [(label, setup) for label, setup in _method_setups(case, budget_gb, notes)
+            if not methods or any(m in label for m in methods)]
+
+
+def _method_setups(case: Case, budget_gb: float, notes: list[str]):
     setups = [("cryoensemble", lambda: setup_cryoensemble(case, notes))]
     if case.name == "adk":
         setups.append(("cryojax dense", lambda: setup_cryojax(case, None, budget_gb, notes)))
@@ -391,27 +451,31 @@ def method_setups(case: Case, budget_gb: float, notes: list[str]):
 
 
 def run_case(case: Case, reference, repeats: int, budget_gb: float,
-             notes: list[str]) -> list[Result]:
-    results = []
-    for label, setup in method_setups(case, budget_gb, notes):
+             notes: list[str], methods=None) -> list[Result]:
+    results, timed = [], []
+    for label, setup in method_setups(case, budget_gb, notes, methods):
         result = Result(case.name, label)
+        results.append(result)
         try:
             run = setup()
         except ImportError as error:
             result.note = f"skipped: not importable ({error})"
-            results.append(result)
             progress(f"  {label}: {result.note}")
             continue
-        result.first_s, result.median_ms, out = time_method(run, repeats)
+        result.first_s, out = first_call(run)
         result.rel_error = rel_error(out, reference)
         if label.startswith("gemmi") and reference is not None:
             notes.append(f"{case.name}: gemmi vs exact float64 point samples at the 64 "
                          f"nodes of largest potential: max rel. deviation "
                          f"{point_sample_check(case, out, reference):.1e} (its error above "
                          "is point sampling vs voxel averaging)")
-        del out, run
-        results.append(result)
-        progress(f"  {label}: {result.median_ms:.2f} ms (first call {result.first_s:.2f} s)")
+        del out
+        timed.append((result, run))
+        progress(f"  {label}: first call {result.first_s:.2f} s")
+    for (result, _), median in zip(timed, interleaved_medians([r for _, r in timed], repeats)):
+        result.median_ms = median
+        progress(f"  {result.method}: {median:.2f} ms")
+    del timed
     baseline = next((r.median_ms for r in results if r.method == BASELINE and r.median_ms), None)
     for result in results:
         if baseline and result.median_ms:
@@ -497,11 +561,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-memory-gb", type=float, default=2.0,
                         help="memory for the per-atom blocks of one atom batch; sets "
                              "n_batches of cryoensemble and cryojax spread")
+    parser.add_argument("--methods", default="",
+                        help="comma-separated parts of method labels to run (e.g. "
+                             "'cryoensemble,(3,3,5,5,9)'); default: all")
+    parser.add_argument("--reference-dir", type=pathlib.Path,
+                        help="keep the float64 references here (CASE.npy), reused if present")
+    parser.add_argument("--first-call", action="store_true",
+                        help="only time the stages of cryoensemble's first call on each case "
+                             "(run it in a fresh process, one case)")
     parser.add_argument("--reference-worker", metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.reference_worker:
         return args
     args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(args.cases) - set(ALL_CASES))
     if unknown or not args.cases:
         parser.error(f"--cases: unknown {unknown}; choose among {','.join(ALL_CASES)}")
@@ -519,6 +592,12 @@ def main(argv=None) -> None:
     progress(f"loading {', '.join(args.cases)} from {args.data_dir}")
     cases = load_cases(args.cases, args.data_dir)
     notes = [note for case in cases for note in case.notes]
+    if args.first_call:
+        for case in cases:
+            stages = first_call_stages(case)
+            print(f"# first call, {case.name} ({case.n_atoms:,} atoms, {case.shape}): "
+                  + ", ".join(f"{k} {v:.3f} s" for k, v in stages.items()))
+        return
 
     # References first: the timed process must not hold the accelerator's memory while
     # the x64 subprocess runs.
@@ -527,8 +606,16 @@ def main(argv=None) -> None:
         notes.append("errors: skipped (--no-reference)")
     else:
         for case in cases:
+            cached = args.reference_dir and args.reference_dir / f"{case.name}.npy"
+            if cached and cached.exists():
+                references[case.name] = np.load(cached)
+                notes.append(f"{case.name}: float64 reference read from {cached}")
+                continue
             progress(f"{case.name}: float64 reference ({case.n_atoms:,} atoms, {case.shape})")
             references[case.name], info = compute_reference(case, args.batch_memory_gb)
+            if cached:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                np.save(cached, references[case.name])
             notes.append(f"{case.name}: float64 reference (cryoensemble, truncation 1e-12, "
                          f"radius {info['radius']:.2f} A, of the float32-rounded positions) "
                          f"in {info['seconds']:.1f} s")
@@ -537,7 +624,7 @@ def main(argv=None) -> None:
     for case in cases:
         progress(f"{case.name}: timing ({case.n_atoms:,} atoms, {case.shape})")
         results += run_case(case, references.pop(case.name, None), args.repeats,
-                            args.batch_memory_gb, notes)
+                            args.batch_memory_gb, notes, args.methods)
 
     try:
         import cryojax.simulator as cxs

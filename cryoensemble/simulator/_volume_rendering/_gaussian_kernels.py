@@ -62,7 +62,7 @@ def support_radii(
     if a.size == 0:
         return np.zeros(a.shape[0])
     # Atoms of one element share parameters: solve once per distinct row.
-    rows, inverse = np.unique(np.concatenate([a, v], axis=1), axis=0, return_inverse=True)
+    rows, inverse = distinct_rows(np.concatenate([a, v], axis=1))
     a, v = rows[:, : a.shape[1]], rows[:, a.shape[1] :]
     if np.any(v <= 0) or not np.all(np.isfinite(v)):
         raise ValueError("GaussianMixtureRenderFn: variances must be finite and > 0")
@@ -84,6 +84,35 @@ def support_radii(
         ok = tail(mid) <= truncation * norm
         hi, lo = np.where(ok, mid, hi), np.where(ok, lo, mid)
     return hi[inverse.reshape(-1)]
+
+
+# Odd 64-bit multipliers: a row's hash is the wrapped sum of its bit patterns times these.
+_ROW_HASH = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
+                      0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53,
+                      0x27D4EB2F165667C5, 0x94D049BB133111EB], dtype=np.uint64)
+
+
+def distinct_rows(table: Float[np.ndarray, "n c"]) -> tuple[np.ndarray, Int[np.ndarray, " n"]]:
+    """The distinct rows of a float64 table and each row's index into them, as
+    `np.unique(table, axis=0, return_inverse=True)` gives (up to the rows' order).
+
+    `np.unique(axis=0)` sorts the rows as opaque records, seconds for a million atoms;
+    here each row is hashed to one integer (its bits times fixed odd multipliers, summed
+    with wrap-around), the integers are made unique, and the result is checked exactly:
+    on a collision, or NaNs, the record sort decides.
+    """
+    table = np.ascontiguousarray(table, dtype=np.float64)
+    n, c = table.shape
+    weights = np.resize(_ROW_HASH, c) + np.uint64(2) * np.arange(c, dtype=np.uint64)
+    keys = np.zeros(n, np.uint64)
+    bits = table.view(np.uint64)
+    for j in range(c):  # column by column: no (n, c) temporaries
+        keys += bits[:, j] * weights[j]
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    rows, inverse = table[first], inverse.reshape(-1)
+    if not np.array_equal(rows[inverse], table):
+        rows, inverse = np.unique(table, axis=0, return_inverse=True)
+    return rows, inverse.reshape(-1)
 
 
 # ((n_atoms, radius in A, window size k), ...) of contiguous groups of atoms.

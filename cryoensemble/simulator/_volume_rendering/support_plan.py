@@ -18,6 +18,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from ._gaussian_kernels import (
     SupportGroups,
+    distinct_rows,
     support_groups,
     support_radii,
     touches_planes,
@@ -67,7 +68,13 @@ class SupportPlan(eqx.Module):
         - `voxel_size`: in A. `truncation`: the relative L2 bound (see `support_radii`).
         - `rows_of_atoms`: each atom's index into the rows, if the rows are distinct ones.
         """
-        radii = support_radii(amplitudes, variances, float(voxel_size), float(truncation))
+        a = np.asarray(amplitudes, np.float64)
+        v = np.asarray(variances, np.float64)
+        if rows_of_atoms is None and a.size:
+            # Sized once per distinct row (per element), then mapped back to the atoms.
+            table, rows_of_atoms = distinct_rows(np.concatenate([a, v], axis=1))
+            a, v = table[:, : a.shape[1]], table[:, a.shape[1] :]
+        radii = support_radii(a, v, float(voxel_size), float(truncation))
         order, groups = support_groups(radii, float(voxel_size), rows_of_atoms=rows_of_atoms)
         return cls(None if len(groups) <= 1 else order, groups)
 
