@@ -21,6 +21,7 @@ pipeline sees, and it takes any scattering factor, Lobato's (not a sum of gaussi
 included.
 """
 
+import functools
 import math
 from typing import Any, Literal
 
@@ -162,20 +163,6 @@ class FFTAtomRenderFn(AbstractVolumeRenderFn):
         xi2 = sum((a * a)[e] for a, e in zip(axes, expand))
         return (lambda factor: factor.evaluate_squared_magnitude(xi2)), box_sinc
 
-    def _check(self, volume) -> IndependentAtomVolume:
-        if not isinstance(volume, IndependentAtomVolume):
-            raise TypeError(
-                "FFTAtomRenderFn renders an IndependentAtomVolume; got "
-                f"{type(volume).__name__}"
-            )
-        return volume
-
-    def _backends(self, volume: IndependentAtomVolume) -> tuple[str, ...]:
-        """The engine of each atom type, from the device its positions live on."""
-        return tuple(
-            resolve_backend(self.backend, array_platform(p)) for p in jax.tree.leaves(volume.positions)
-        )
-
     def fourier_coefficients(
         self, volume_representation: IndependentAtomVolume
     ) -> Inexact[Array, "nz ny nx"]:
@@ -184,8 +171,8 @@ class FFTAtomRenderFn(AbstractVolumeRenderFn):
         Centred (zero frequency at index `n // 2` of each axis), in A (before the
         division by the box volume).
         """
-        volume = self._check(volume_representation)
-        return _coefficients(self, volume, self._backends(volume))
+        volume = _check(volume_representation)
+        return _coefficients(self, volume, _backends(self.backend, volume))
 
     def _coefficients(self, volume: IndependentAtomVolume, backends: tuple[str, ...]):
         positions = jax.tree.leaves(volume.positions)
@@ -224,9 +211,9 @@ class FFTAtomRenderFn(AbstractVolumeRenderFn):
         fftshifted: bool = False,
     ) -> Inexact[Array, "nz ny nx"]:
         """Render the volume; see `AbstractVolumeRenderFn.__call__` for the arguments."""
-        volume = self._check(volume_representation)
+        volume = _check(volume_representation)
         return _render(
-            self, volume, self._backends(volume), outputs_real_space, outputs_rfft, fftshifted
+            self, volume, _backends(self.backend, volume), outputs_real_space, outputs_rfft, fftshifted
         )
 
     def _half_evaluators(self, factors, dtype):
@@ -316,13 +303,31 @@ class FFTAtomRenderFn(AbstractVolumeRenderFn):
         return real_to_requested_space(real, outputs_real_space, outputs_rfft, fftshifted)
 
 
+# Module-level, not methods: an equinox method is bound anew on each access, which
+# costs more than the rest of a call's host work.
+def _check(volume) -> IndependentAtomVolume:
+    if not isinstance(volume, IndependentAtomVolume):
+        raise TypeError(
+            f"FFTAtomRenderFn renders an IndependentAtomVolume; got {type(volume).__name__}"
+        )
+    return volume
+
+
+def _backends(backend: str, volume: IndependentAtomVolume) -> tuple[str, ...]:
+    """The engine of each atom type, from the device its positions live on."""
+    return tuple(resolve_backend(backend, array_platform(p)) for p in jax.tree.leaves(volume.positions))
+
+
 # Compiled once per grid, options and atom-type layout: eager op-by-op dispatch of the
 # per-type NUFFTs and operator evaluations costs several times the arithmetic on a CPU.
-@eqx.filter_jit
+# `jax.jit` rather than `eqx.filter_jit`: every leaf of a renderer and of an
+# IndependentAtomVolume is an array, and jit's C++ dispatch costs a fraction of
+# filter_jit's Python one, which is a large share of a millisecond render.
+@functools.partial(jax.jit, static_argnums=(2,))
 def _coefficients(render_fn: FFTAtomRenderFn, volume, backends):
     return render_fn._coefficients(volume, backends)
 
 
-@eqx.filter_jit
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
 def _render(render_fn: FFTAtomRenderFn, volume, backends, *flags):
     return render_fn._render(volume, backends, *flags)
