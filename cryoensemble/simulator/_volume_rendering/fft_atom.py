@@ -40,7 +40,6 @@ from .._volume.independent_atom import IndependentAtomVolume
 from ...ndimage.nufft import (
     BACKENDS,
     array_platform,
-    default_upsampfac,
     nufft_type1,
     nufft_type1_real_jax,
     require_jax_finufft,
@@ -60,8 +59,10 @@ class FFTAtomRenderFn(AbstractVolumeRenderFn):
     See the module docstring for the formula and for when to prefer
     `GaussianMixtureRenderFn`. The NUFFT engine is jax-finufft where it is installed and
     built for the device of the positions (PyPI's wheels: CPU), and otherwise a JAX-native
-    type-1 NUFFT (`cryoensemble.ndimage.nufft`) that meets the same `eps` on any device.
-    Calls compile themselves (once per grid, options and atom-type layout), and compose
+    type-1 NUFFT (`cryoensemble.ndimage.nufft`) that meets the same `eps` on any device;
+    it spreads every atom type onto real fine grids in one scatter, transforms them in one
+    batched real FFT, and weights and sums the types on the half spectrum before one
+    inverse real FFT. Calls compile themselves (once per grid, options and atom-type layout), and compose
     with `jit`, `vmap` and `grad` (positions and factor parameters).
     """
 
@@ -95,10 +96,12 @@ class FFTAtomRenderFn(AbstractVolumeRenderFn):
           (band-limited) potential over the voxel; `'point'`: its value at the centre.
         - `eps`: the relative tolerance of the NUFFTs.
         - `opts`: a `jax_finufft.options.Opts` or `NestedOpts` for jax-finufft, or a dict
-          of `Opts` fields; the JAX engine reads only `upsampfac`. Default: both engines
-          upsample the grid by 2 in float32 and by 1.25 in float64 (see
-          `nufft.default_upsampfac`); `{"upsampfac": 1.25}` is ~3x faster in float32,
-          at ~5e-5 relative error in the highest frequencies.
+          of `Opts` fields; the JAX engine reads only `upsampfac`. Default: jax-finufft
+          upsamples the grid by 2 in float32 and the JAX engine by 1.5 (as accurate, a
+          smaller FFT), both by 1.25 in float64 (`nufft.default_upsampfac`,
+          `nufft.default_upsampfac_real`). `{"upsampfac": 1.25}` is faster still in
+          float32, at several times the error in the highest frequencies (cryojax's
+          default accuracy).
         - `backend`: `'auto'` (jax-finufft where it supports the device, else JAX),
           `'finufft'` (jax-finufft; an ImportError here if it is not installed) or
           `'jax'`.
@@ -273,7 +276,7 @@ class FFTAtomRenderFn(AbstractVolumeRenderFn):
         centre = jnp.asarray([n // 2 for n in self.shape], dtype) * voxel_size
         atoms = jnp.concatenate([p[:, ::-1].astype(dtype) for p, _ in pairs])
         points = 2.0 * np.pi * (atoms + centre) / box_zyx
-        upsampfac = upsampfac_from(self.opts) or default_upsampfac(dtype)
+        upsampfac = upsampfac_from(self.opts)
         sums = nufft_type1_real_jax(
             self.shape,
             points,
