@@ -6,8 +6,10 @@ AdK closed (the 3,341 atoms of the golden file
 ../shared/reference/adk_closed_cubic96_1.0A_noB.npz, centred), a 96^3 grid of 1 A
 voxels, Peng (1996) parameters, float32, at each extra B-factor of ``--b-factors``
 (default 0 and 80 A^2). For each method: the first call (compile included), the median
-of ``--repeats`` warm calls (`block_until_ready`-ed; the renderers are called as users call them, FFTAtomRenderFn
-compiling itself, cryojax's under `eqx.filter_jit`), and two relative L2 errors:
+of ``--repeats`` warm calls (each `block_until_ready`-ed; the renderers are called as
+users call them, FFTAtomRenderFn compiling itself, cryojax's under `eqx.filter_jit`),
+the time per call of ``--repeats`` calls issued back to back ("pipe": the device's time
+where dispatch keeps ahead of it), and two relative L2 errors:
 
 - ``vs exact``: against the float64 exact voxel averages (cryoensemble
   `GaussianMixtureRenderFn`, truncation 1e-12, JAX x64, in a subprocess). The Fourier
@@ -19,19 +21,25 @@ compiling itself, cryojax's under `eqx.filter_jit`), and two relative L2 errors:
 Methods (a method whose package cannot be imported is skipped with a note):
 
 - ``gaussian mixture``: cryoensemble `GaussianMixtureRenderFn` (exact voxel averages).
+- ``fft default (...)``: `FFTAtomRenderFn(shape, voxel_size)` as it is, naming the engine
+  it picks on this device.
 - ``fft finufft``, ``fft jax``: cryoensemble `FFTAtomRenderFn` with jax-finufft or the
-  JAX-native NUFFT; default options (fine grid upsampled by 2 in float32, eps 1e-6).
-- ``... up 1.25``: the same with `opts={"upsampfac": 1.25}` (smaller FFTs).
+  JAX-native NUFFT; default options (eps 1e-6; in float32 jax-finufft upsamples the
+  fine grid by 2, the JAX engine by 1.5).
+- ``... up 1.25``, ``... up 2``: the same with `opts={"upsampfac": ...}` (the JAX
+  engine's own default is 1.5 in float32).
 - ``cryojax nufftax``, ``cryojax finufft``: cryojax 0.6.0 `GaussianFourierRenderFn`
   (its default upsampling 1.25, eps 1e-6) with its default pure-JAX backend (nufftax)
-  and with `CRYOJAX_FINUFFT_BACKEND=jax-finufft`; each in its own process, as cryojax
-  reads that variable at import.
+  and with `CRYOJAX_FINUFFT_BACKEND=jax-finufft`; on a GPU also ``cryojax nufftax
+  pallas`` (`NUFFTAX_PALLAS_BACKEND=1`, nufftax's fused Triton spreading). Each runs in
+  its own process, as both read their variable at import.
 
 Run from the repository root::
 
     python benchmarks/render_fourier.py
     python benchmarks/render_fourier.py --b-factors 80 --repeats 3 --json out.json
     python benchmarks/render_fourier.py --no-cryojax --no-reference
+    python benchmarks/render_fourier.py --references /tmp/refs   # reuse them next run
 
 It runs unchanged on CPU or GPU: JAX picks the default device (on a GPU without a CUDA
 jax-finufft, the finufft rows are skipped and 'auto' would take the JAX engine).
@@ -75,8 +83,13 @@ def by_element(positions: np.ndarray, numbers: np.ndarray):
     return tuple(positions[numbers == z] for z in elements), elements
 
 
-def time_calls(fn, repeats: int) -> tuple[float, float, np.ndarray]:
-    """(first call s, median warm call s, output)."""
+def time_calls(fn, repeats: int) -> tuple[float, float, float, np.ndarray]:
+    """(first call s, median warm call s, pipelined s per call, output).
+
+    A warm call is timed alone (dispatch, device work, wait); pipelined is the median
+    over 5 rounds of `repeats` calls issued back to back, waited for once: where the
+    device is the limit, its time per call.
+    """
     start = time.perf_counter()
     out = fn()
     out.block_until_ready()
@@ -86,7 +99,13 @@ def time_calls(fn, repeats: int) -> tuple[float, float, np.ndarray]:
         start = time.perf_counter()
         fn().block_until_ready()
         times.append(time.perf_counter() - start)
-    return first, float(np.median(times)), np.asarray(out)
+    rounds = []
+    for _ in range(5):
+        start = time.perf_counter()
+        outs = [fn() for _ in range(repeats)]
+        outs[-1].block_until_ready()
+        rounds.append((time.perf_counter() - start) / repeats)
+    return first, float(np.median(times)), float(np.median(rounds)), np.asarray(out)
 
 
 # --------------------------------------------------------------------------------------
@@ -135,9 +154,9 @@ def worker(kind: str, b_factor: float, golden: pathlib.Path, out_dir: pathlib.Pa
             groups, PengScatteringFactorParameters(elements), b_factor_by_element=b_factor
         )
         render = eqx.filter_jit(cxs.GaussianFourierRenderFn(SHAPE, VOXEL_SIZE))
-        first, warm, out = time_calls(lambda: render(volume), repeats)
+        first, warm, pipelined, out = time_calls(lambda: render(volume), repeats)
         np.save(out_dir / "volume.npy", out)
-        result = {"first": first, "warm": warm}
+        result = {"first": first, "warm": warm, "pipelined": pipelined}
     (out_dir / "result.json").write_text(json.dumps(result))
 
 
@@ -166,7 +185,12 @@ def main() -> None:
     parser.add_argument("--golden", type=pathlib.Path, default=default_golden(), help="the AdK golden .npz")
     parser.add_argument("--no-cryojax", action="store_true", help="skip cryojax 0.6.0")
     parser.add_argument("--no-reference", action="store_true", help="skip the float64 references")
+    parser.add_argument("--no-gaussian", action="store_true", help="skip the GaussianMixtureRenderFn row")
     parser.add_argument("--json", type=pathlib.Path, help="also write the rows here")
+    parser.add_argument(
+        "--references", type=pathlib.Path,
+        help="a folder keeping the float64 references per B-factor: read if there, else computed and saved",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-dir", type=pathlib.Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -185,7 +209,7 @@ def main() -> None:
         GaussianMixtureVolume,
         IndependentAtomVolume,
     )
-    from cryoensemble.simulator import nufft
+    import cryoensemble.ndimage.nufft as nufft
 
     positions, numbers = load_atoms(args.golden)
     groups, elements = by_element(positions, numbers)
@@ -196,57 +220,89 @@ def main() -> None:
     notes, rows = [], []
     for b_factor in b_factors:
         references = {}
-        if not args.no_reference:
+        kept = args.references / f"B{b_factor:g}" if args.references else None
+        if kept is not None and (kept / "series.npy").exists():
+            references = {k: np.load(kept / f"{k}.npy") for k in ("exact", "series")}
+        elif not args.no_reference:
             outcome = run_worker("reference", b_factor, args)
             if isinstance(outcome, str):
                 notes.append(outcome)
             else:
                 references = {k: np.load(outcome[1] / f"{k}.npy") for k in ("exact", "series")}
+                if kept is not None:
+                    kept.mkdir(parents=True, exist_ok=True)
+                    for name, array in references.items():
+                        np.save(kept / f"{name}.npy", array)
         mixture = GaussianMixtureVolume.from_tabulated_parameters(
             positions, PengScatteringFactorParameters(numbers), b_factor
         )
         atoms = IndependentAtomVolume.from_tabulated_parameters(
             groups, PengScatteringFactorParameters(elements), b_factor_by_element=b_factor
         )
-        methods = {"gaussian mixture": (GaussianMixtureRenderFn(SHAPE, VOXEL_SIZE), mixture)}
+        methods = {} if args.no_gaussian else {
+            "gaussian mixture": (GaussianMixtureRenderFn(SHAPE, VOXEL_SIZE), mixture),
+        }
+        methods |= {
+            # What `FFTAtomRenderFn(shape, voxel_size)` does on this device.
+            f"fft default ({nufft.resolve_backend('auto', platform_name)})": (
+                FFTAtomRenderFn(SHAPE, VOXEL_SIZE), atoms
+            ),
+        }
         for backend in ("finufft", "jax"):
             if backend == "finufft" and platform_name not in nufft.jax_finufft_platforms():
                 notes.append(f"fft finufft skipped: jax-finufft does not run on {platform_name} here")
                 continue
             methods[f"fft {backend}"] = (FFTAtomRenderFn(SHAPE, VOXEL_SIZE, backend=backend), atoms)
-            methods[f"fft {backend} up 1.25"] = (
-                FFTAtomRenderFn(SHAPE, VOXEL_SIZE, backend=backend, opts={"upsampfac": 1.25}), atoms
-            )
+            for upsampfac in (1.25, 2.0) if backend == "jax" else (1.25,):
+                methods[f"fft {backend} up {upsampfac:g}"] = (
+                    FFTAtomRenderFn(SHAPE, VOXEL_SIZE, backend=backend, opts={"upsampfac": upsampfac}),
+                    atoms,
+                )
         outputs = {}
         for name, (render, volume) in methods.items():
             # Called as users call them: FFTAtomRenderFn compiles itself, and
             # GaussianMixtureRenderFn sizes its local support from concrete variances.
-            outputs[name] = time_calls(lambda: render(volume), args.repeats)
+            outputs[name] = time_calls(lambda: render(volume), args.repeats)  # noqa: B023
         if not args.no_cryojax:
-            for name, env in (("cryojax nufftax", {}), ("cryojax finufft", {"CRYOJAX_FINUFFT_BACKEND": "jax-finufft"})):
+            cryojax_routes = (
+                ("cryojax nufftax", {}),
+                # nufftax's opt-in fused Triton spreading (GPU only).
+                ("cryojax nufftax pallas", {"NUFFTAX_PALLAS_BACKEND": "1"}),
+                ("cryojax finufft", {"CRYOJAX_FINUFFT_BACKEND": "jax-finufft"}),
+            )
+            for name, env in cryojax_routes:
+                if "pallas" in name and platform_name != "gpu":
+                    continue
                 outcome = run_worker(name.replace(" ", "-"), b_factor, args, env)
                 if isinstance(outcome, str):
                     notes.append(outcome)
                     continue
                 result, directory = outcome
-                outputs[name] = (result["first"], result["warm"], np.load(directory / "volume.npy"))
-        baseline = outputs["gaussian mixture"][1]
-        for name, (first, warm, out) in outputs.items():
+                outputs[name] = (
+                    result["first"], result["warm"], result["pipelined"], np.load(directory / "volume.npy")
+                )
+        baseline = outputs["gaussian mixture"][1] if "gaussian mixture" in outputs else None
+        for name, (first, warm, pipelined, out) in outputs.items():
             row = {
                 "b_factor": b_factor, "method": name, "first_s": first, "warm_s": warm,
-                "vs_gaussian_mixture_time": warm / baseline,
+                "pipelined_s": pipelined,
+                "vs_gaussian_mixture_time": warm / baseline if baseline else None,
                 "error_vs_exact": relative_l2(out, references["exact"]) if references else None,
                 "error_vs_series": relative_l2(out, references["series"]) if references else None,
             }
             rows.append(row)
 
-    header = f"{'B':>5} {'method':24} {'first s':>8} {'warm s':>8} {'x GMM':>6} {'vs exact':>9} {'vs series':>9}"
+    header = (f"{'B':>5} {'method':24} {'first s':>8} {'warm ms':>8} {'pipe ms':>8} {'x GMM':>6} "
+              f"{'vs exact':>9} {'vs series':>9}")
     print(header)
     print("-" * len(header))
     for r in rows:
         fmt = lambda v: "-" if v is None else f"{v:.2e}"  # noqa: E731
-        print(f"{r['b_factor']:5.0f} {r['method']:24} {r['first_s']:8.2f} {r['warm_s']:8.3f} "
-              f"{r['vs_gaussian_mixture_time']:6.2f} {fmt(r['error_vs_exact']):>9} {fmt(r['error_vs_series']):>9}")
+        fmt_ratio = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+        print(f"{r['b_factor']:5.0f} {r['method']:24} {r['first_s']:8.2f} {r['warm_s'] * 1e3:8.3f} "
+              f"{r['pipelined_s'] * 1e3:8.3f} "
+              f"{fmt_ratio(r['vs_gaussian_mixture_time']):>6} "
+              f"{fmt(r['error_vs_exact']):>9} {fmt(r['error_vs_series']):>9}")
     for note in notes:
         print(f"# note: {note}")
     if args.json:

@@ -21,6 +21,7 @@ pipeline sees, and it takes any scattering factor, Lobato's (not a sum of gaussi
 included.
 """
 
+import functools
 import math
 from typing import Any, Literal
 
@@ -40,8 +41,10 @@ from ...ndimage.nufft import (
     BACKENDS,
     array_platform,
     nufft_type1,
+    nufft_type1_real_jax,
     require_jax_finufft,
     resolve_backend,
+    upsampfac_from,
 )
 from .base_rendering import AbstractVolumeRenderFn, real_to_requested_space
 
@@ -56,8 +59,10 @@ class FFTAtomRenderFn(AbstractVolumeRenderFn):
     See the module docstring for the formula and for when to prefer
     `GaussianMixtureRenderFn`. The NUFFT engine is jax-finufft where it is installed and
     built for the device of the positions (PyPI's wheels: CPU), and otherwise a JAX-native
-    type-1 NUFFT (`cryoensemble.ndimage.nufft`) that meets the same `eps` on any device.
-    Calls compile themselves (once per grid, options and atom-type layout), and compose
+    type-1 NUFFT (`cryoensemble.ndimage.nufft`) that meets the same `eps` on any device;
+    it spreads every atom type onto real fine grids in one scatter, transforms them in one
+    batched real FFT, and weights and sums the types on the half spectrum before one
+    inverse real FFT. Calls compile themselves (once per grid, options and atom-type layout), and compose
     with `jit`, `vmap` and `grad` (positions and factor parameters).
     """
 
@@ -91,10 +96,12 @@ class FFTAtomRenderFn(AbstractVolumeRenderFn):
           (band-limited) potential over the voxel; `'point'`: its value at the centre.
         - `eps`: the relative tolerance of the NUFFTs.
         - `opts`: a `jax_finufft.options.Opts` or `NestedOpts` for jax-finufft, or a dict
-          of `Opts` fields; the JAX engine reads only `upsampfac`. Default: both engines
-          upsample the grid by 2 in float32 and by 1.25 in float64 (see
-          `nufft.default_upsampfac`); `{"upsampfac": 1.25}` is ~3x faster in float32,
-          at ~5e-5 relative error in the highest frequencies.
+          of `Opts` fields; the JAX engine reads only `upsampfac`. Default: jax-finufft
+          upsamples the grid by 2 in float32 and the JAX engine by 1.5 (as accurate, a
+          smaller FFT), both by 1.25 in float64 (`nufft.default_upsampfac`,
+          `nufft.default_upsampfac_real`). `{"upsampfac": 1.25}` is faster still in
+          float32, at several times the error in the highest frequencies (cryojax's
+          default accuracy).
         - `backend`: `'auto'` (jax-finufft where it supports the device, else JAX),
           `'finufft'` (jax-finufft; an ImportError here if it is not installed) or
           `'jax'`.
@@ -159,20 +166,6 @@ class FFTAtomRenderFn(AbstractVolumeRenderFn):
         xi2 = sum((a * a)[e] for a, e in zip(axes, expand))
         return (lambda factor: factor.evaluate_squared_magnitude(xi2)), box_sinc
 
-    def _check(self, volume) -> IndependentAtomVolume:
-        if not isinstance(volume, IndependentAtomVolume):
-            raise TypeError(
-                "FFTAtomRenderFn renders an IndependentAtomVolume; got "
-                f"{type(volume).__name__}"
-            )
-        return volume
-
-    def _backends(self, volume: IndependentAtomVolume) -> tuple[str, ...]:
-        """The engine of each atom type, from the device its positions live on."""
-        return tuple(
-            resolve_backend(self.backend, array_platform(p)) for p in jax.tree.leaves(volume.positions)
-        )
-
     def fourier_coefficients(
         self, volume_representation: IndependentAtomVolume
     ) -> Inexact[Array, "nz ny nx"]:
@@ -181,8 +174,8 @@ class FFTAtomRenderFn(AbstractVolumeRenderFn):
         Centred (zero frequency at index `n // 2` of each axis), in A (before the
         division by the box volume).
         """
-        volume = self._check(volume_representation)
-        return _coefficients(self, volume, self._backends(volume))
+        volume = _check(volume_representation)
+        return _coefficients(self, volume, _backends(self.backend, volume))
 
     def _coefficients(self, volume: IndependentAtomVolume, backends: tuple[str, ...]):
         positions = jax.tree.leaves(volume.positions)
@@ -221,12 +214,88 @@ class FFTAtomRenderFn(AbstractVolumeRenderFn):
         fftshifted: bool = False,
     ) -> Inexact[Array, "nz ny nx"]:
         """Render the volume; see `AbstractVolumeRenderFn.__call__` for the arguments."""
-        volume = self._check(volume_representation)
+        volume = _check(volume_representation)
         return _render(
-            self, volume, self._backends(volume), outputs_real_space, outputs_rfft, fftshifted
+            self, volume, _backends(self.backend, volume), outputs_real_space, outputs_rfft, fftshifted
         )
 
+    def _half_evaluators(self, factors, dtype):
+        """`_evaluators` on the rfft half-grid (zero frequency first, last axis
+        `0 .. n // 2`), the layout of `nufft_type1_real_jax`."""
+        voxel_size = self.voxel_size.astype(dtype)
+        half = self.shape[:2] + (self.shape[2] // 2 + 1,)
+        if self.frequency_grid is not None:
+            frequencies = jnp.fft.ifftshift(self.frequency_grid.astype(dtype), axes=(0, 1, 2))
+            frequencies = frequencies[:, :, : half[2]]
+            return (lambda factor: factor(frequencies)), FourierSinc(voxel_size)(frequencies)
+        # Modes per axis (z, y, x) in FFT order, then A^-1; only their squares and the
+        # even sinc matter, so the Nyquist sign does not.
+        modes = [np.fft.fftfreq(n, 1.0 / n) for n in self.shape[:2]]
+        modes = [np.rint(m).astype(np.int64) for m in modes] + [np.arange(half[2])]
+        axes = [jnp.asarray(m / n, dtype) / voxel_size for m, n in zip(modes, self.shape)]
+        expand = [(slice(None), None, None), (None, slice(None), None), (None, None, slice(None))]
+        box_sinc = (
+            jnp.sinc(axes[0] * voxel_size)[expand[0]]
+            * jnp.sinc(axes[1] * voxel_size)[expand[1]]
+            * jnp.sinc(axes[2] * voxel_size)[expand[2]]
+        )
+        if not all(isinstance(f, AbstractRadialFourierOperator) for f in factors):
+            grid = jnp.stack(jnp.meshgrid(*axes, indexing="ij")[::-1], axis=-1)
+            return (lambda factor: factor(grid)), box_sinc
+        if len(set(self.shape)) == 1:
+            # A cubic box has few distinct |xi|^2 = (mx^2 + my^2 + mz^2) / L^2: evaluate
+            # each radial factor once per shell, then gather.
+            n = self.shape[0]
+            squares = [jnp.asarray(m * m, jnp.int32)[e] for m, e in zip(modes, expand)]
+            shells = squares[0] + squares[1] + squares[2]
+            table = jnp.arange(3 * (n // 2) ** 2 + 1, dtype=dtype) / (n * voxel_size) ** 2
+            return (lambda factor: factor.evaluate_squared_magnitude(table)[shells]), box_sinc
+        xi2 = sum((a * a)[e] for a, e in zip(axes, expand))
+        return (lambda factor: factor.evaluate_squared_magnitude(xi2)), box_sinc
+
+    def _render_real_nufft(self, volume: IndependentAtomVolume):
+        """The JAX engine's route: every atom type's sums in one real-grid NUFFT (one
+        scatter, one batched rfft), weighted by its factor and summed on the half
+        spectrum, then one inverse rfft: real arithmetic throughout."""
+        pairs = [
+            (p, f)
+            for p, f in zip(
+                jax.tree.leaves(volume.positions),
+                jax.tree.leaves(volume.scattering_factors, is_leaf=_is_operator),
+            )
+            if p.shape[0] > 0
+        ]
+        dtype = jnp.result_type(*[p for p, _ in pairs], jnp.float32) if pairs else jnp.float32
+        voxel_size = self.voxel_size.astype(dtype)
+        if not pairs:
+            return jnp.zeros(self.shape, dtype)
+        evaluate, box_sinc = self._half_evaluators([f for _, f in pairs], dtype)
+        box_zyx = jnp.asarray(self.shape, dtype) * voxel_size
+        # exp(-2 pi i xi.(r + c)) with xi_j = m_j / L_j, c_j = (n_j // 2) dr: the shift
+        # by c puts voxel n // 2 at the origin, so the inverse rfft comes out centred.
+        centre = jnp.asarray([n // 2 for n in self.shape], dtype) * voxel_size
+        atoms = jnp.concatenate([p[:, ::-1].astype(dtype) for p, _ in pairs])
+        points = 2.0 * np.pi * (atoms + centre) / box_zyx
+        upsampfac = upsampfac_from(self.opts)
+        sums = nufft_type1_real_jax(
+            self.shape,
+            points,
+            tuple(p.shape[0] for p, _ in pairs),
+            iflag=-1,
+            eps=self.eps,
+            upsampfac=upsampfac,
+        )
+        weights = jnp.stack([evaluate(f).astype(dtype) for _, f in pairs])
+        if self.sampling_mode == "average":
+            weights = weights * box_sinc.astype(dtype)
+        spectrum = jnp.sum(weights * sums, axis=0)
+        # U_l = 1/V sum_m c_m exp(-2 pi i m.(l - n//2) / n) = irfftn * N / V, N / V = dr^-3.
+        return jnp.fft.irfftn(spectrum, s=self.shape) / voxel_size**3
+
     def _render(self, volume, backends, outputs_real_space, outputs_rfft, fftshifted):
+        if all(b == "jax" for b in backends):
+            real = self._render_real_nufft(volume)
+            return real_to_requested_space(real, outputs_real_space, outputs_rfft, fftshifted)
         coefficients = self._coefficients(volume, backends)
         dtype = coefficients.real.dtype
         box_volume = math.prod(self.shape) * self.voxel_size.astype(dtype) ** 3
@@ -237,13 +306,31 @@ class FFTAtomRenderFn(AbstractVolumeRenderFn):
         return real_to_requested_space(real, outputs_real_space, outputs_rfft, fftshifted)
 
 
+# Module-level, not methods: an equinox method is bound anew on each access, which
+# costs more than the rest of a call's host work.
+def _check(volume) -> IndependentAtomVolume:
+    if not isinstance(volume, IndependentAtomVolume):
+        raise TypeError(
+            f"FFTAtomRenderFn renders an IndependentAtomVolume; got {type(volume).__name__}"
+        )
+    return volume
+
+
+def _backends(backend: str, volume: IndependentAtomVolume) -> tuple[str, ...]:
+    """The engine of each atom type, from the device its positions live on."""
+    return tuple(resolve_backend(backend, array_platform(p)) for p in jax.tree.leaves(volume.positions))
+
+
 # Compiled once per grid, options and atom-type layout: eager op-by-op dispatch of the
 # per-type NUFFTs and operator evaluations costs several times the arithmetic on a CPU.
-@eqx.filter_jit
+# `jax.jit` rather than `eqx.filter_jit`: every leaf of a renderer and of an
+# IndependentAtomVolume is an array, and jit's C++ dispatch costs a fraction of
+# filter_jit's Python one, which is a large share of a millisecond render.
+@functools.partial(jax.jit, static_argnums=(2,))
 def _coefficients(render_fn: FFTAtomRenderFn, volume, backends):
     return render_fn._coefficients(volume, backends)
 
 
-@eqx.filter_jit
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
 def _render(render_fn: FFTAtomRenderFn, volume, backends, *flags):
     return render_fn._render(volume, backends, *flags)
