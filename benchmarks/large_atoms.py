@@ -62,7 +62,7 @@ def main(argv=None):
     box = lattice_vectors(DATA / "adk_oplsaa.pdb")
     shape = (args.shape,) * 3
     workdir = tempfile.mkdtemp(prefix="cryoensemble-large-")
-    print(machine_line())
+    print(machine_line(start_jax=False))
     start = time.perf_counter()
     cluster = make_local_cluster(n_workers=args.workers, gpus=args.gpus,
                                  processes_per_gpu=args.processes_per_gpu,
