@@ -542,8 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="extra B for every atom, A^2")
     render.add_argument("--batch-size", type=positive_int,
                         help="conformations per task (default: auto)")
-    render.add_argument("--n-batches", type=positive_int, default=1,
-                        help="split each volume's atoms")
+    render.add_argument("--n-batches", type=positive_int,
+                        help="split each volume's atoms (default: automatic, z-slabs only for "
+                        "huge atom sets)")
     render.add_argument("--split", choices=["slabs", "atoms"], default="slabs")
     render.add_argument("--dtype", choices=["float32", "float16"], default="float32")
     add_cluster_options(render)

@@ -358,7 +358,7 @@ def test_huge_atom_count_refused_before_any_worker(tmp_path):
     source = TiledSource(unit, (side, side, side), np.eye(3) * 0.01)
     with pytest.raises(PlanError, match="MiB"):
         render_ensemble(source, shape=32, voxel_size=1.0, store=tmp_path / "s.zarr",
-                        n_workers=n_workers, dry_run=True)
+                        n_workers=n_workers, n_batches=1, dry_run=True)
     assert not _stores(tmp_path)
 
 
