@@ -324,7 +324,7 @@ class StoreWriter:
 
     def _record_empty(self, empty) -> None:
         """Record `(conformation, shard)`s whose shard holds only zeros."""
-        if self._empty_record is None:  # chunks of several records: zarr must merge them
+        if self._empty_record is None or not self.location.is_local:
             for i, s in empty:
                 self._empty[i, s] = 1
             return
@@ -332,8 +332,10 @@ class StoreWriter:
                       durable=False)
 
     def mark_rendered(self, start: int, stop: int) -> None:
-        """Mark conformations [start, stop) done (after all their data is written)."""
-        if self._marker is None:
+        """Mark conformations [start, stop) done (after all their data is written). On a
+        local disk the markers are plain files of zarr's encoded chunk; on object storage
+        zarr writes them (a request each either way)."""
+        if self._marker is None or not self.location.is_local:
             self._rendered[start:stop] = 1
             return
         self._put_all({f"{RENDERED}/c/{i}": self._marker for i in range(start, stop)},
