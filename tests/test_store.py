@@ -120,8 +120,6 @@ def reference(backends):
 
 def assert_equals_clean(location, reference):
     dataset = open_store(location)
-    if not (dataset["rendered"].values == 1).all():
-        print("DEBUG rendered", dataset["rendered"].values, sorted(k for k in location.list_keys() if not k.startswith("potential/c")))
     np.testing.assert_array_equal(dataset["rendered"].values, 1)
     np.testing.assert_array_equal(dataset["potential"].values, reference)
     assert verify_store(location).ok

@@ -13,6 +13,7 @@ import datetime
 import math
 import os
 import sys
+import uuid
 from typing import Literal
 
 import numpy as np
@@ -514,11 +515,15 @@ def _graph(plan: RenderPlan, runs) -> list:
     source, spec, nz = plan.source, plan.spec, plan.spec.shape[0]
     # One copy of the source in the graph, shared by every task that reads it.
     shared = dask.delayed(source, pure=True, traverse=False)
+    # Task names carry this run's own token: a scheduler still holding a finished task of
+    # the same name (an earlier render on the same client) would return its result and
+    # never run the task for this store.
+    run = uuid.uuid4().hex[:8]
 
     if plan.n_batches == 1:
         return [
             dask.delayed(tasks.render_conformations, pure=False)(shared, spec, a, b,
-                                                                 dask_key_name=f"render-{a}-{b}")
+                                                                 dask_key_name=f"render-{run}-{a}-{b}")
             for a, b in runs
         ]
     graph = []
@@ -527,27 +532,27 @@ def _graph(plan: RenderPlan, runs) -> list:
             slabs = [
                 dask.delayed(tasks.render_slab, pure=False)(
                     shared, spec, index, z0, min(nz, z0 + plan.layout.z_chunk),
-                    plan.layout.z_chunk, dask_key_name=f"slab-{index}-{z0}")
+                    plan.layout.z_chunk, dask_key_name=f"slab-{run}-{index}-{z0}")
                 for z0 in range(0, nz, plan.layout.z_chunk)
             ]
             graph.append(dask.delayed(tasks.mark_done)(spec, index, *slabs,
-                                                      dask_key_name=f"done-{index}"))
+                                                      dask_key_name=f"done-{run}-{index}"))
         else:
             bounds = np.linspace(0, source.n_atoms, plan.n_batches + 1).astype(int)
             parts = [
                 dask.delayed(tasks.render_atom_group, pure=False)(
-                    shared, spec, index, int(a0), int(a1), dask_key_name=f"atoms-{index}-{a0}")
+                    shared, spec, index, int(a0), int(a1), dask_key_name=f"atoms-{run}-{index}-{a0}")
                 for a0, a1 in zip(bounds[:-1], bounds[1:])
             ]
             level = 0
             while len(parts) > 1:  # tree sum
                 parts = [
                     dask.delayed(tasks.add_volumes)(parts[i], parts[i + 1],
-                                                    dask_key_name=f"sum-{index}-{level}-{i}")
+                                                    dask_key_name=f"sum-{run}-{index}-{level}-{i}")
                     if i + 1 < len(parts) else parts[i]
                     for i in range(0, len(parts), 2)
                 ]
                 level += 1
             graph.append(dask.delayed(tasks.write_conformation)(spec, index, parts[0],
-                                                                dask_key_name=f"write-{index}"))
+                                                                dask_key_name=f"write-{run}-{index}"))
     return graph
