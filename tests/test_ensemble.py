@@ -123,6 +123,26 @@ def test_store_with_other_parameters_is_refused_then_overwritten(client, tmp_pat
     np.testing.assert_array_equal(dataset["model"], np.arange(1, 25))
 
 
+def test_two_renders_at_once_on_one_client_both_complete(client, tmp_path):
+    """Two stores rendered at the same time through one client (two notebook cells, two
+    threads): both end with every conformation written, each equal to the other. Tasks
+    named by their range alone let the second render take the first's results and leave
+    its store empty."""
+    import concurrent.futures
+
+    source = MultiModelSource(DATA / "nmr_neopetrosiamide.pdb")
+    stores = [str(tmp_path / f"{name}.zarr") for name in ("a", "b")]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(
+            lambda store: render_ensemble(source, shape=30, voxel_size=1.0, store=store,
+                                          client=client, outside="clip"), stores))
+    for dataset in results:
+        assert int(dataset["rendered"].sum()) == 24
+    first, second = (xr.open_zarr(store)["potential"].values for store in stores)
+    assert np.abs(first).sum(axis=(1, 2, 3)).min() > 0  # no empty conformation
+    np.testing.assert_array_equal(first, second)
+
+
 def test_never_deletes_a_directory_that_is_not_a_store(client, tmp_path):
     precious = tmp_path / "precious"
     precious.mkdir()
