@@ -138,12 +138,17 @@ class FFTAtomRenderFn(AbstractVolumeRenderFn):
 
     def _evaluators(self, factors, dtype):
         """`(evaluate(factor) -> grid of f(xi), box_sinc grid)` on the centred grid."""
-        voxel_size = self.voxel_size.astype(dtype)
-        if self.frequency_grid is not None:
-            frequencies = self.frequency_grid.astype(dtype)
-            return (lambda factor: factor(frequencies)), FourierSinc(voxel_size)(frequencies)
-        # Centred frequencies per axis (z, y, x), in cycles per voxel then A^-1.
+        frequencies = None if self.frequency_grid is None else self.frequency_grid.astype(dtype)
         modes = [np.arange(-(n // 2), (n + 1) // 2) for n in self.shape]
+        return self._evaluators_on(factors, dtype, modes, frequencies)
+
+    def _evaluators_on(self, factors, dtype, modes, frequencies):
+        """`(evaluate, box_sinc)` on the grid of integer `modes` per axis (z, y, x), or on
+        the given `frequencies` grid (A^-1) where there is one."""
+        voxel_size = self.voxel_size.astype(dtype)
+        if frequencies is not None:
+            return (lambda factor: factor(frequencies)), FourierSinc(voxel_size)(frequencies)
+        # Frequencies per axis, in cycles per voxel then A^-1.
         axes = [jnp.asarray(m / n, dtype) / voxel_size for m, n in zip(modes, self.shape)]
         expand = [(slice(None), None, None), (None, slice(None), None), (None, None, slice(None))]
         # The voxel's sinc is separable: three 1D profiles, not three sincs per voxel.
@@ -222,36 +227,15 @@ class FFTAtomRenderFn(AbstractVolumeRenderFn):
     def _half_evaluators(self, factors, dtype):
         """`_evaluators` on the rfft half-grid (zero frequency first, last axis
         `0 .. n // 2`), the layout of `nufft_type1_real_jax`."""
-        voxel_size = self.voxel_size.astype(dtype)
-        half = self.shape[:2] + (self.shape[2] // 2 + 1,)
+        last = self.shape[2] // 2 + 1
+        frequencies = None
         if self.frequency_grid is not None:
             frequencies = jnp.fft.ifftshift(self.frequency_grid.astype(dtype), axes=(0, 1, 2))
-            frequencies = frequencies[:, :, : half[2]]
-            return (lambda factor: factor(frequencies)), FourierSinc(voxel_size)(frequencies)
-        # Modes per axis (z, y, x) in FFT order, then A^-1; only their squares and the
-        # even sinc matter, so the Nyquist sign does not.
-        modes = [np.fft.fftfreq(n, 1.0 / n) for n in self.shape[:2]]
-        modes = [np.rint(m).astype(np.int64) for m in modes] + [np.arange(half[2])]
-        axes = [jnp.asarray(m / n, dtype) / voxel_size for m, n in zip(modes, self.shape)]
-        expand = [(slice(None), None, None), (None, slice(None), None), (None, None, slice(None))]
-        box_sinc = (
-            jnp.sinc(axes[0] * voxel_size)[expand[0]]
-            * jnp.sinc(axes[1] * voxel_size)[expand[1]]
-            * jnp.sinc(axes[2] * voxel_size)[expand[2]]
-        )
-        if not all(isinstance(f, AbstractRadialFourierOperator) for f in factors):
-            grid = jnp.stack(jnp.meshgrid(*axes, indexing="ij")[::-1], axis=-1)
-            return (lambda factor: factor(grid)), box_sinc
-        if len(set(self.shape)) == 1:
-            # A cubic box has few distinct |xi|^2 = (mx^2 + my^2 + mz^2) / L^2: evaluate
-            # each radial factor once per shell, then gather.
-            n = self.shape[0]
-            squares = [jnp.asarray(m * m, jnp.int32)[e] for m, e in zip(modes, expand)]
-            shells = squares[0] + squares[1] + squares[2]
-            table = jnp.arange(3 * (n // 2) ** 2 + 1, dtype=dtype) / (n * voxel_size) ** 2
-            return (lambda factor: factor.evaluate_squared_magnitude(table)[shells]), box_sinc
-        xi2 = sum((a * a)[e] for a, e in zip(axes, expand))
-        return (lambda factor: factor.evaluate_squared_magnitude(xi2)), box_sinc
+            frequencies = frequencies[:, :, :last]
+        # Modes in FFT order; only their squares and the even sinc matter, so the Nyquist
+        # sign does not.
+        modes = [np.rint(np.fft.fftfreq(n, 1.0 / n)).astype(np.int64) for n in self.shape[:2]]
+        return self._evaluators_on(factors, dtype, modes + [np.arange(last)], frequencies)
 
     def _render_real_nufft(self, volume: IndependentAtomVolume):
         """The JAX engine's route: every atom type's sums in one real-grid NUFFT (one
