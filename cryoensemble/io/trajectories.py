@@ -159,18 +159,49 @@ class TrajectoryReader:
             ) from None
 
     def read(self, frames: np.ndarray, atom_mask: np.ndarray) -> np.ndarray:
-        """Positions (len(frames), n_kept, 3) float32 of the atoms in `atom_mask`."""
+        """Positions (len(frames), n_kept, 3) float32 of the atoms in `atom_mask`.
+
+        Evenly spaced runs of frames are read with MDAnalysis' `timeseries` (one call per
+        run: no per-frame seek or Timestep copy); a run that fails is read again frame by
+        frame, so the error names the frame that cannot be read.
+        """
+        frames = np.asarray(frames, dtype=np.int64)
         out = np.empty((len(frames), int(atom_mask.sum()), 3), np.float32)
         with self._lock:
-            universe, atoms = self.universe(), self.atoms()
-            for row, frame in enumerate(frames):
+            universe = self.universe()
+            kept = self.atoms()[atom_mask]
+            for first, stop in _runs(frames):
+                run = frames[first:stop]
+                step = int(run[1] - run[0]) if len(run) > 1 else 1
                 try:
-                    universe.trajectory[int(frame)]
-                except Exception as error:  # noqa: BLE001 - truncated files raise several kinds
-                    message = str(error).splitlines()[0] if str(error) else type(error).__name__
-                    raise EnsembleSourceError(
-                        f"{self.trajectories[0]}: cannot read frame {int(frame)} ({message}); "
-                        "is the file truncated?"
-                    ) from None
-                out[row] = atoms.positions[atom_mask]
+                    with warnings.catch_warnings():
+                        # MDAnalysis 2.x warns that `asel` becomes `atomgroup` in 3.0.
+                        warnings.simplefilter("ignore", DeprecationWarning)
+                        out[first:stop] = universe.trajectory.timeseries(
+                            kept, start=int(run[0]), stop=int(run[-1]) + 1, step=step,
+                            order="fac")
+                except Exception:  # noqa: BLE001 - found again below, frame by frame
+                    for row, frame in enumerate(run, start=first):
+                        out[row] = self._frame(universe, kept, int(frame))
         return out
+
+    def _frame(self, universe, kept, frame: int) -> np.ndarray:
+        try:
+            universe.trajectory[frame]
+        except Exception as error:  # noqa: BLE001 - truncated files raise several kinds
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise EnsembleSourceError(
+                f"{self.trajectories[0]}: cannot read frame {frame} ({message}); "
+                "is the file truncated?"
+            ) from None
+        return kept.positions
+
+
+def _runs(frames: np.ndarray) -> list[tuple[int, int]]:
+    """`(first, stop)` rows of `frames` that form evenly spaced ascending runs."""
+    starts = [0] if len(frames) else []
+    for i in range(1, len(frames)):
+        step, first = frames[i] - frames[i - 1], starts[-1]
+        if step <= 0 or (i - first > 1 and step != frames[first + 1] - frames[first]):
+            starts.append(i)
+    return list(zip(starts, starts[1:] + [len(frames)]))
