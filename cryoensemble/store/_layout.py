@@ -15,10 +15,13 @@ EMPTY_SHARD = f"{BOOKKEEPING}/empty_shard"
 
 # A shard (one object) holds at most this much raw data; larger grids get z-slab shards.
 _MAX_SHARD_BYTES = 256 * 2**20
-# Inner chunks at most this many voxels along each axis: empty regions of large boxes stay
-# unwritten, while zarr's per-chunk cost (which exceeds the compression of a chunk of
-# zeros: zstd shrinks those to almost nothing anyway) is paid only a few times per shard.
-_MAX_INNER = 128
+# Inner chunks: an axis of at most `_ONE_CHUNK` voxels stays whole, so a small grid's shard
+# is one compressed frame (zarr's and nvCOMP's cost per chunk would exceed what empty space
+# saves there); a longer axis is cut into chunks of at most `_MAX_INNER` voxels, so that the
+# empty space around a molecule in a large box is neither compressed (on the host or the
+# device) nor stored.
+_ONE_CHUNK = 128
+_MAX_INNER = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +62,8 @@ class StoreLayout:
     @property
     def chunks(self) -> tuple[int, int, int, int]:
         """The inner (compressed, checksummed) chunk shape; it divides the shard."""
-        return (1,) + tuple(_divisor_at_most(n, _MAX_INNER) for n in self.shards[1:])
+        return (1,) + tuple(n if n <= _ONE_CHUNK else _divisor_at_most(n, _MAX_INNER)
+                            for n in self.shards[1:])
 
     @property
     def n_z_chunks(self) -> int:
