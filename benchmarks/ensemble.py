@@ -151,6 +151,7 @@ def stage_profile(tasks: list, frames: int) -> dict:
     out["written_bytes"] = sum(t.get("written_bytes", 0) for t in tasks) / frames
     out["batches"] = sorted({t.get("batch") for t in tasks if t.get("batch")})
     out["oom_retries"] = sum(t.get("retries", 0) for t in tasks)
+    out["compiles"] = sum(t.get("compiles", 0) for t in tasks)
     peaks = [t["peak_device_mib"] for t in tasks if t.get("peak_device_mib") is not None]
     out["peak_device_mib"] = max(peaks) if peaks else None
     return out
@@ -290,9 +291,12 @@ def time_one_shape(args, client, dims, shape, n_frames, slots, device_encoded, w
                     client=client, overwrite=True, batch_size=batch, dtype=args.dtype)
     cpu_before = host_cpu_seconds()
     start = time.perf_counter()
-    report = run_plan(plan_render(source, shape=shape, voxel_size=args.voxel_size, store=store,
-                                  batch_size=batch, dtype=args.dtype), client)
+    plan = plan_render(source, shape=shape, voxel_size=args.voxel_size, store=store,
+                       batch_size=batch, dtype=args.dtype)
+    planned = time.perf_counter()
+    report = run_plan(plan, client)
     elapsed = time.perf_counter() - start
+    client_stages = {"plan": planned - start, **report.stages_s}
     cpu = {k: (v - cpu_before.get(k, 0.0)) / elapsed for k, v in host_cpu_seconds().items()}
     tasks = report.task_results
     dataset = open_store(store)
@@ -312,12 +316,14 @@ def time_one_shape(args, client, dims, shape, n_frames, slots, device_encoded, w
     fps = n_frames / elapsed
     run.update(fps=fps, error=error, verify_ok=verified.ok, batch_size=batch,
                store_bytes=size, protocol=store.protocol, profile=profile,
-               host_cores_busy=cpu)
+               host_cores_busy=cpu, client_s=client_stages)
     grid = "x".join(map(str, shape))
     print(f"\n## {grid}: {n_frames} frames, {fps:.1f} frames/s, error {error:.1e}, verify "
           f"{'ok' if verified.ok else verified.bad or verified.metadata}; batch {batch} per "
           f"task (device batches {profile['batches']}, {profile['oom_retries']} OOM retries, "
-          f"peak device memory per worker {profile['peak_device_mib'] or 0:.0f} MiB)")
+          f"peak device memory per worker {profile['peak_device_mib'] or 0:.0f} MiB, "
+          f"{profile['compiles']} compiles in the timed run)")
+    print("client wall s: " + ", ".join(f"{k} {v:.3f}" for k, v in client_stages.items()))
     print("stage     | wall ms/vol (render, encode: GPU) | host user ms/vol | host system ms/vol")
     for stage in STAGES:
         p = profile[stage]

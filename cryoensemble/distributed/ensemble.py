@@ -13,6 +13,7 @@ import datetime
 import math
 import os
 import sys
+import time
 import uuid
 from typing import Literal
 
@@ -113,10 +114,13 @@ class RenderPlan:
 
 @dataclasses.dataclass(frozen=True)
 class RenderReport:
-    """What `run_plan` did: each task's result (ranges, timings, as the task returns it)."""
+    """What `run_plan` did: each task's result (ranges, timings, as the task returns it),
+    and where the client's wall time went (`stages_s`, s: `prepare`: lease, store
+    creation or check, listing what is done; `tasks`: the graph, submitted until gathered)."""
 
     plan: RenderPlan
     task_results: list
+    stages_s: dict = dataclasses.field(default_factory=dict)
 
     @property
     def rendered(self) -> list[int]:
@@ -289,6 +293,7 @@ def run_plan(plan: RenderPlan, client, *, overwrite: bool = False,
              progress: bool = False) -> RenderReport:
     """Take the store's writer lease, prepare the store, build the plan's graph and run it
     on `client` (a second render of the same store is refused while this one runs)."""
+    start = time.perf_counter()
     with store_module.acquire_lease(plan.store, config.lease_ttl_seconds()):
         store_module.prepare_store(plan.store, plan.layout, plan.parameters,
                                    plan.source.labels(), plan.attributes, overwrite)
@@ -298,8 +303,9 @@ def run_plan(plan: RenderPlan, client, *, overwrite: bool = False,
         # and a replaced store starts empty.
         todo = np.flatnonzero(~store_module.done_conformations(plan.store, plan.layout))
         runs = _runs(todo, plan.batch_size, plan.n_batches)
+        stages = {"prepare": time.perf_counter() - start}
         if not runs:
-            return RenderReport(plan, [])
+            return RenderReport(plan, [], stages)
         with reporting_worker_losses(client):
             futures = client.compute(_graph(plan, runs))
             if progress:
@@ -309,7 +315,9 @@ def run_plan(plan: RenderPlan, client, *, overwrite: bool = False,
                 with contextlib.redirect_stdout(sys.stderr):  # stdout stays for results
                     show_progress(futures)
                 print(file=sys.stderr)
-            return RenderReport(plan, client.gather(futures))
+            results = client.gather(futures)
+        stages["tasks"] = time.perf_counter() - start - stages["prepare"]
+        return RenderReport(plan, results, stages)
 
 
 def _worker_memory(client) -> int:

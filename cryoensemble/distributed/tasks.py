@@ -439,13 +439,15 @@ def render_conformations(source, spec: RenderSpec, start: int, stop: int) -> dic
     batches that fit the worker's device memory (`fitting_batch`); a batch that runs out
     of device memory is retried in halves, and the smaller size is kept for later tasks.
 
-    Returns the range, the bytes rendered, the bytes copied to the host (`to_host_bytes`)
+    Returns the range, the bytes rendered, the renderers compiled, the bytes copied to the
+    host (`to_host_bytes`)
     and written (`written_bytes`), where the task's time went (s: `read`, `render` until
     the device is done, `encode` on the device, `to_host`, `write` (host encoding, when
     zarr's codec runs, and storing), `mark`) and the process's host-core time per stage
     (`cpu_user_s`/`cpu_system_s`: {stage: s}).
     """
     profile = _Profile()
+    compiles = _STATE.compiles
     fits = fitting_batch(spec)
     # Equal batches of the planned size's parts (the same few sizes on every task: one
     # compile each), not a full batch and a padded remainder.
@@ -470,7 +472,7 @@ def render_conformations(source, spec: RenderSpec, start: int, stop: int) -> dic
     volume_bytes = int(np.prod(spec.shape)) * 4
     return {"start": start, "stop": stop, "bytes": volume_bytes * (stop - start),
             "batch": size, "retries": profile.retries, "peak_device_mib": _peak_device_mib(),
-            **profile.result()}
+            "compiles": _STATE.compiles - compiles, **profile.result()}
 
 
 class _Profile:

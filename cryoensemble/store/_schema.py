@@ -183,10 +183,10 @@ def _image_stack_template(layout: ImageStackLayout, coords):
     return xr.Dataset(
         {
             IMAGES: (("particle", "y", "x"),
-                     da.zeros((n,) + shape, dtype=layout.dtype, chunks=layout.shards)),
-            "noise_sigma": ("particle", da.zeros(n, chunks=layout.images_per_chunk), {
+                     da.zeros((n,) + shape, dtype=layout.dtype, chunks=-1)),
+            "noise_sigma": ("particle", da.zeros(n, chunks=-1), {
                 "long_name": "standard deviation of the image's white noise"}),
-            RENDERED: (("chunk",), da.zeros((layout.n_units,), dtype=np.uint8, chunks=1), {
+            RENDERED: (("chunk",), da.zeros((layout.n_units,), dtype=np.uint8, chunks=-1), {
                 "long_name": "1 once the chunk's images are fully written",
             }),
         },
@@ -203,11 +203,20 @@ def metadata_objects(layout, parameters: dict[str, Any],
     arrays of a `StoreLayout`, xarray coordinates of an `ImageStackLayout`."""
     import zarr
 
+    import dask.array as da
+
     if isinstance(layout, ImageStackLayout):
         dataset = _image_stack_template(layout, labels)
         _stamp(dataset, parameters, attributes, created)
     else:
-        dataset = potential_dataset(layout, parameters, labels, attributes, created)
+        # One dask chunk per array: nothing is computed here (compute=False), and xarray
+        # builds a graph of the writes, which at one task per shard costs seconds per
+        # thousand conformations.
+        n, shape = layout.n_conformations, layout.shape
+        dataset = potential_dataset(
+            layout, parameters, labels, attributes, created,
+            potential=da.zeros((n, *shape), dtype=layout.dtype, chunks=-1),
+            rendered=da.zeros((n,), dtype=np.uint8, chunks=-1))
     n = layout.n_units
     with tempfile.TemporaryDirectory(prefix="cryoensemble-meta-") as scratch:
         with warnings.catch_warnings():
