@@ -173,6 +173,8 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, help="conformations per task (default: auto)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     parser.add_argument("--no-loop", action="store_true", help="skip the per-frame MRC loop")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip `verify_store` after each timed render (untimed either way)")
     parser.add_argument("--no-cryojax", action="store_true", help="loop with cryoensemble's renderer")
     parser.add_argument("--workdir", help="where stores go (default: a temporary directory)")
     parser.add_argument("--store", help="URL or path of the timed store (default: in --workdir); "
@@ -248,12 +250,16 @@ def main(argv=None):
         ratio = f"{run['fps'] / run['loop']['fps']:.1f}" if run.get("loop") else "-"
         print(f"| cryoensemble render_ensemble, {run['kind']}, {run['codec']}, zarr at "
               f"{run['protocol']}:// | {grid} | {run['frames']} | {run['fps']:.1f} | "
-              f"{run['error']:.1e} | {'ok' if run['verify_ok'] else 'FAILED'} | {ratio} |")
+              f"{run['error']:.1e} | {_verdict(run['verify_ok'])} | {ratio} |")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _verdict(ok) -> str:
+    return "skipped" if ok is None else "ok" if ok else "FAILED"
 
 
 def time_one_shape(args, client, dims, shape, n_frames, slots, device_encoded, workdir,
@@ -308,18 +314,20 @@ def time_one_shape(args, client, dims, shape, n_frames, slots, device_encoded, w
                                                    args.voxel_size)
     error = relative_l2(dataset["potential"][index].values, references[shape, index])
     t1 = time.perf_counter()
-    verified = verify_store(store)
+    verified = None if args.no_verify else verify_store(store)
     print(f"# {shape[0]}^3: warm-up {start - warm_start:.1f} s, reference {t1 - t0:.1f} s, "
           f"verify {time.perf_counter() - t1:.1f} s (not timed)", flush=True)
     size = fs.du(root)
     profile = stage_profile(tasks, n_frames)
     fps = n_frames / elapsed
-    run.update(fps=fps, error=error, verify_ok=verified.ok, batch_size=batch,
+    run.update(fps=fps, error=error, verify_ok=None if verified is None else verified.ok,
+               batch_size=batch,
                store_bytes=size, protocol=store.protocol, profile=profile,
                host_cores_busy=cpu, client_s=client_stages)
     grid = "x".join(map(str, shape))
     print(f"\n## {grid}: {n_frames} frames, {fps:.1f} frames/s, error {error:.1e}, verify "
-          f"{'ok' if verified.ok else verified.bad or verified.metadata}; batch {batch} per "
+          f"{'skipped' if verified is None else 'ok' if verified.ok else verified.bad or verified.metadata}"
+          f"; batch {batch} per "
           f"task (device batches {profile['batches']}, {profile['oom_retries']} OOM retries, "
           f"peak device memory per worker {profile['peak_device_mib'] or 0:.0f} MiB, "
           f"{profile['compiles']} compiles in the timed run)")

@@ -318,6 +318,43 @@ def test_second_writer_refused_then_takes_over_a_dead_holder(client, place, refe
     assert "cryoensemble-lease.json" not in location.list_keys()  # released
 
 
+RACE_FOR_LEASE = textwrap.dedent("""
+    import os, sys, time
+    from cryoensemble.store import StoreLeaseError, StoreLocation, acquire_lease
+    location, go = StoreLocation.from_url(sys.argv[1]), sys.argv[2]
+    print("ready", flush=True)
+    while not os.path.exists(go):
+        time.sleep(0.001)
+    try:
+        with acquire_lease(location, ttl_s=60):
+            print("won", flush=True)
+            while os.path.exists(go):  # held until every racer has answered
+                time.sleep(0.01)
+    except StoreLeaseError:
+        print("refused", flush=True)
+""")
+
+
+def test_racing_takers_of_a_new_local_store_one_wins(tmp_path):
+    """Processes that ask for a fresh local store's lease at the same instant: exactly one
+    gets it (the local path creates the lease only if absent, without the settle wait)."""
+    script, go = tmp_path / "race.py", tmp_path / "go"
+    script.write_text(RACE_FOR_LEASE)
+    store = str(tmp_path / "race.zarr")
+    racers = [subprocess.Popen([sys.executable, str(script), store, str(go)],
+                               stdout=subprocess.PIPE, text=True, env=ENV) for _ in range(4)]
+    try:
+        assert [p.stdout.readline().strip() for p in racers] == ["ready"] * 4
+        go.touch()
+        outcomes = sorted(p.stdout.readline().strip() for p in racers)
+        go.unlink()
+        assert outcomes == ["refused"] * 3 + ["won"]
+        assert all(p.wait(timeout=30) == 0 for p in racers)
+    finally:
+        for p in racers:
+            p.kill()
+
+
 MORPH = dict(n=30, shape=32, voxel_size=2.0)
 
 

@@ -47,6 +47,16 @@ def device_codec_available() -> bool:
     return True
 
 
+def wait_until_ready(array: jax.Array) -> None:
+    """Until the device has computed `array`, sleeping between polls: JAX's
+    `block_until_ready` spins a host core for the whole wait, and several worker
+    processes share one GPU, so each mostly waits for the others' work."""
+    pause = 5e-5
+    while not array.is_ready():
+        time.sleep(pause)
+        pause = min(2 * pause, 1e-3)
+
+
 def _crc32c(data) -> bytes:
     """zarr's `crc32c` codec suffix: the CRC-32C of `data`, 4 bytes little-endian."""
     import google_crc32c
@@ -365,7 +375,7 @@ class ZarrChunkEncoder:
         if self._session is None:
             self._session = _NvcompSession(next(iter(blocks.devices())))
         session = self._session
-        blocks.block_until_ready()  # nvCOMP reads on its own stream
+        wait_until_ready(blocks)  # nvCOMP reads on its own stream
         pointer = blocks.__cuda_array_interface__["data"][0]
         row_bytes = blocks.nbytes // len(keep)
         views = [_DeviceBytes(pointer + int(r) * row_bytes, row_bytes, blocks) for r in rows]

@@ -111,6 +111,7 @@ class WorkerState:
       nvCOMP runs here (None until asked); `batch_limits`: the most conformations per
       batch by (grid, renderer), from device memory and lowered after an out-of-memory.
     - `device_plans`: a plan's permutation and mixture rows on the device (slabs).
+    - `sources`: sources read from files, kept with their open readers (`kept_source`).
     """
 
     def __init__(self):
@@ -125,6 +126,7 @@ class WorkerState:
         self.device_codec: bool | None = None
         self.batch_limits: dict[tuple, int] = {}
         self.device_plans = _Bounded(2)
+        self.sources = _Bounded(4)
 
 
 _STATE = WorkerState()
@@ -153,6 +155,23 @@ def store_writer(spec: RenderSpec):
 def _source_key(source) -> str:
     """What identifies a source's atoms: its description (files, selections, seeds)."""
     return json.dumps(source.description(), sort_keys=True, default=str)
+
+
+def kept_source(source):
+    """This process's copy of an equal source from an earlier task or render: for a
+    source read from files (same description; the files' sizes and modification times
+    unchanged), the first copy is kept with what it opened (an MDAnalysis Universe,
+    parsed models), which each newly unpickled copy would open again. A source without
+    files is used as given."""
+    files = source.input_files()
+    if not files:
+        return source
+    try:
+        stats = tuple((f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files)
+    except OSError:
+        return source  # its own read names the missing file
+    key = (type(source).__qualname__, _source_key(source), stats)
+    return _STATE.sources.get_or_make(key, lambda: source)
 
 
 def _mixture_rows(source, extra_b_factor: float):
@@ -446,6 +465,7 @@ def render_conformations(source, spec: RenderSpec, start: int, stop: int) -> dic
     zarr's codec runs, and storing), `mark`) and the process's host-core time per stage
     (`cpu_user_s`/`cpu_system_s`: {stage: s}).
     """
+    source = kept_source(source)
     profile = _Profile()
     compiles = _STATE.compiles
     fits = fitting_batch(spec)
@@ -517,7 +537,7 @@ def _render_and_write(source, spec: RenderSpec, a: int, b: int, size: int, profi
         positions = _pad_batch(_read(source, spec, a, b), size)
     with profile.stage("render"):
         volumes = _render_batch(source, spec, positions)
-        volumes.block_until_ready()
+        _wait_until_ready(volumes)
     writer = store_writer(spec)
     encoder = _device_encoder(spec, writer, volumes)
     if encoder is not None:
@@ -542,6 +562,12 @@ def _render_and_write(source, spec: RenderSpec, a: int, b: int, size: int, profi
         with profile.stage("write"):
             writer.write_volumes(a + offset, host)
         profile.written_bytes += host.nbytes  # raw; zarr compresses it
+
+
+def _wait_until_ready(array) -> None:
+    from ._device_codec import wait_until_ready
+
+    wait_until_ready(array)
 
 
 def _device_encoder(spec: RenderSpec, writer, volumes):
@@ -706,7 +732,7 @@ def _device_conformation(source, spec: RenderSpec, plan: AtomPlan, index: int):
     order = None if plan.support.order is None else _device_order(source, spec, plan)
     prepare = _conformation_preparer(spec.shape, spec.voxel_size, plan.groups, order is not None)
     positions, first_planes = prepare(host, centre, order)
-    first_planes.block_until_ready()
+    _wait_until_ready(first_planes)
     conformation = _DeviceConformation(positions, first_planes, _device_rows(source, spec, plan),
                                        host.nbytes)
     _STATE.positions[key] = conformation
@@ -896,6 +922,7 @@ def render_slab(source, spec: RenderSpec, index: int, z0: int, z1: int,
     import jax
 
     stages = _Stages()
+    source = kept_source(source)
     plan = support_plan(source, spec)
     stages.done("plan")
     conformation, fresh = _device_conformation(source, spec, plan, index)
@@ -917,7 +944,7 @@ def render_slab(source, spec: RenderSpec, index: int, z0: int, z1: int,
         padded = tuple((c, r, k) for c, (_, r, k) in zip(capacities, plan.groups) if c)
         run = batch_renderer(spec.shape, spec.voxel_size, padded, z_size)
         device_slab = run(positions[None], amplitudes, variances, start)
-        jax.block_until_ready(device_slab)
+        _wait_until_ready(device_slab)
         stages.done("render")
         slab = np.asarray(device_slab)[:, z0 - start : z1 - start]
     else:  # no atom reaches the grid: zeros, still written
@@ -956,6 +983,7 @@ def _peak_device_mib() -> float | None:
 
 def render_atom_group(source, spec: RenderSpec, index: int, a0: int, a1: int) -> np.ndarray:
     """The partial volume of (sorted) atoms [a0, a1) of one conformation, to be summed."""
+    source = kept_source(source)
     plan = support_plan(source, spec)
     positions = _ordered_positions(source, spec, plan, index)
     ids = np.arange(plan.n_atoms)

@@ -3,9 +3,10 @@
 The lease (`cryoensemble-lease.json` at the root) names the holder (host, pid, start
 time) and when it was last renewed. Another run refuses while the lease is live; a lease
 whose holder is gone (same host, no such process) or that was not renewed within its
-time to live is taken over. Object stores have no portable compare-and-swap, so a taker
-writes its lease, waits briefly and reads it back: of two racing takers, the one whose
-token is not read back refuses.
+time to live is taken over. On a local disk a store without a lease gets one atomically
+(created only if absent). Object stores have no portable compare-and-swap, nor has taking
+over a stale lease: there a taker writes its lease, waits briefly and reads it back; of
+two racing takers, the one whose token is not read back refuses.
 """
 
 import dataclasses
@@ -125,6 +126,18 @@ def acquire_lease(location: StoreLocation, ttl_s: float, settle_s: float = 0.2) 
             f"wait for it, or stop it"
         )
     lease = StoreLease(location, uuid.uuid4().hex, time.time(), ttl)
+    if holder is None:
+        # No lease yet: on a local disk, creating it only if absent decides at once.
+        created = location.create_new(LEASE, lease.document())
+        if created:
+            return lease
+        if created is False:
+            holder = read_lease(location)
+            if holder is not None and _is_live(holder, ttl):
+                raise StoreLeaseError(
+                    f"{location.url}: another render took this store's lease at the same "
+                    f"time ({describe_holder(holder)})"
+                )
     lease.renew()
     time.sleep(settle_s)
     holder = read_lease(location)

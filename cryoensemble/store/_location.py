@@ -174,6 +174,33 @@ class StoreLocation:
                 os.remove(temporary)
         fsync_directory(directory)
 
+    def create_new(self, key: str, data: bytes) -> bool | None:
+        """Write one local object whole only if none is there: True if this call created
+        it, False if it existed, None where that cannot be decided atomically (object
+        stores, or a filesystem without hard links). A temporary file is linked to the
+        name, so the object appears complete and at most one of racing callers wins."""
+        if not self.is_local:
+            return None
+        fs, root = self.filesystem()
+        path = f"{root}/{key}"
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        temporary = f"{path}.{uuid.uuid4().hex}.partial"
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.link(temporary, path)
+        except FileExistsError:
+            return False
+        except OSError:
+            return None
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+        fsync_directory(os.path.dirname(path))
+        return True
+
     def list_keys(self, prefix: str = "") -> list[str]:
         """Every key under `prefix` (recursive), from the store's own listing."""
         fs, root = self.filesystem()
@@ -244,6 +271,38 @@ def sync_files(paths) -> None:
         return
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(paths))) as pool:
         list(pool.map(_fsync_file, paths))
+        list(pool.map(fsync_directory, directories))
+
+
+def write_files(files: dict, durable: bool) -> None:
+    """Write local files whole (`{path: bytes}`), creating their folders. With
+    `durable`, each file is fsynced on the descriptor that wrote it and then the folders'
+    entries, all from a few threads (as `sync_files`), so that what is written after
+    this returns never points at data a crash could lose."""
+    import concurrent.futures
+
+    def write(item) -> None:
+        path, data = item
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(descriptor, view):]
+            if durable:
+                os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+    if not files:
+        return
+    if not durable:
+        for item in files.items():
+            write(item)
+        return
+    directories = sorted({os.path.dirname(p) for p in files})
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(files))) as pool:
+        list(pool.map(write, files.items()))
         list(pool.map(fsync_directory, directories))
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import StoreMismatchError
 from ._layout import EMPTY_SHARD, IMAGES, POTENTIAL, RENDERED, ImageStackLayout, StoreLayout
 from ._lease import LEASE
-from ._location import StoreLocation, sync_files
+from ._location import StoreLocation, sync_files, write_files
 from ._schema import (
     IDENTITY,
     canonical,
@@ -309,18 +309,8 @@ class StoreWriter:
         if not self.location.is_local:
             fs.pipe({f"{root}/{key}": bytes(value) for key, value in objects.items()})
             return
-        directories, paths = set(), []
-        for key, value in objects.items():
-            path = os.path.join(root, *key.split("/"))
-            directory = os.path.dirname(path)
-            if directory not in directories:
-                os.makedirs(directory, exist_ok=True)
-                directories.add(directory)
-            with open(path, "wb") as handle:
-                handle.write(value)
-            paths.append(path)
-        if durable:
-            sync_files(paths)
+        write_files({os.path.join(root, *key.split("/")): value for key, value in objects.items()},
+                    durable)
 
     def _record_empty(self, empty) -> None:
         """Record `(conformation, shard)`s whose shard holds only zeros."""
