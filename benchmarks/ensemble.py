@@ -292,8 +292,12 @@ def time_one_shape(args, client, dims, shape, n_frames, slots, device_encoded, w
     # The batch size render_ensemble would choose, fixed so the warm-up compiles it.
     batch = args.batch_size or default_batch_size(n_frames, slots, volume_bytes, device_encoded)
     warm_start = time.perf_counter()
+    # A fresh warm-up store: one left complete by an earlier cluster of the same run
+    # would render nothing, and this cluster would compile inside the timed render.
+    warm_store = os.path.join(workdir, f"warm{edge}.zarr")
+    shutil.rmtree(warm_store, ignore_errors=True)
     render_ensemble(CycledSource(dims, 2 * batch * slots), shape=shape,
-                    voxel_size=args.voxel_size, store=os.path.join(workdir, f"warm{edge}.zarr"),
+                    voxel_size=args.voxel_size, store=warm_store,
                     client=client, overwrite=True, batch_size=batch, dtype=args.dtype)
     cpu_before = host_cpu_seconds()
     start = time.perf_counter()

@@ -29,7 +29,7 @@ import numpy as np
 from _common import DATA, machine_line
 
 
-STAGES = ("plan", "read", "select", "render", "to_host", "write")
+STAGES = ("plan", "read", "select", "render", "encode", "to_host", "write")
 
 
 def lattice_vectors(pdb_path: pathlib.Path) -> np.ndarray:

@@ -138,6 +138,59 @@ def test_availability_matches_the_platform():
             ZarrChunkEncoder(array, compressor="nvcomp")
 
 
+# z-slab shards of inner chunks, the last shard shorter (16 + 16 + 8 planes).
+SLAB_SHARDS = ((40, 45, 50), (1, 8, 15, 25), (1, 16, 45, 50))
+
+
+def encode_slabs(encoder, volumes, start: int) -> dict:
+    """Every shard of `volumes` through `encode_slab`, one z-slab at a time."""
+    height, nz = encoder.shard_shape[0], volumes.shape[1]
+    out = {}
+    for i, volume in enumerate(volumes):
+        for z0 in range(0, nz, height):
+            out.update(encoder.encode_slab(volume[None, z0 : z0 + height], start + i, z0))
+    return out
+
+
+def test_slab_objects_equal_zarrs_own():
+    """Slab by slab (the huge-atom path), numcodecs frames: the objects zarr writes for the
+    whole volumes, a fill-only slab as None; a slab that is not one shard is refused."""
+    shape, chunks, shards = SLAB_SHARDS
+    volumes = golden_volumes(shape, np.float32)
+    objects: dict = {}
+    array = new_array(shape, chunks, shards, "float32", zarr.storage.MemoryStore(objects))
+    array[2:5] = volumes
+    encoder = ZarrChunkEncoder(array, compressor="numcodecs")
+    encoded = encode_slabs(encoder, volumes, 2)
+    theirs = {key: value.to_bytes() for key, value in objects.items() if key != "zarr.json"}
+    assert sorted(k for k, v in encoded.items() if v is not None) == sorted(theirs)
+    assert all(encoded[key] == theirs[key] for key in theirs)
+    assert all(encoded[f"c/4/{s}/0/0"] is None for s in range(3))
+    with pytest.raises(ValueError, match="not one shard"):
+        encoder.encode_slab(volumes[:1, 8:24], 2, 8)
+
+
+@pytest.mark.skipif(
+    not device_codec_available(), reason="needs a CUDA device for JAX and nvidia-nvcomp"
+)
+def test_gpu_slab_objects_read_back_through_zarr():
+    """nvCOMP slab by slab: zarr on the host reads the volumes back bit for bit."""
+    import jax
+    from zarr.core.buffer import cpu
+
+    shape, chunks, shards = SLAB_SHARDS
+    volumes = golden_volumes(shape, np.float32)
+    objects: dict = {}
+    array = new_array(shape, chunks, shards, "float32", zarr.storage.MemoryStore(objects))
+    encoder = ZarrChunkEncoder(array, compressor="nvcomp")
+    encoded = encode_slabs(encoder, jax.device_put(volumes, jax.devices("gpu")[0]), 1)
+    for key, value in encoded.items():
+        if value is not None:
+            objects[key] = cpu.Buffer.from_bytes(value)
+    back = zarr.open_array(zarr.storage.MemoryStore(objects), mode="r")[1:4]
+    assert np.array_equal(back.view(np.uint32), volumes.view(np.uint32))
+
+
 @pytest.mark.skipif(
     not device_codec_available(), reason="needs a CUDA device for JAX and nvidia-nvcomp"
 )

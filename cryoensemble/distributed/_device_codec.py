@@ -353,6 +353,7 @@ class ZarrChunkEncoder:
         )
         # Whole volumes or whole z-slabs, unpadded, are already contiguous chunks: no copy.
         blocks = volumes if blocks is None else blocks
+        wait_until_ready(empty)
         keep = ~np.asarray(empty).reshape(-1)
         if self.write_empty_chunks:
             keep[:] = True
@@ -457,22 +458,60 @@ class ZarrChunkEncoder:
         """The stored objects from the frames of the kept chunks (crc32c, shard index),
         each built with one copy of its bytes."""
         n_chunks = len(self._members) * int(np.prod(self._per_shard))
-        frames: list = [None] * len(keep)
-        for row, frame in zip(np.flatnonzero(keep).tolist(), payload):
-            frames[row] = frame
+        frames = self._frames(payload, keep)
         out: dict[str, bytes | None] = {}
         for i in range(len(keep) // n_chunks):
             base = i * n_chunks
             for shard, members in self._members.items():
-                key = self._encode_key((start + i, *shard))
-                if not self.sharded:
-                    frame = frames[base + members[0][1]]
-                    out[key] = None if frame is None else b"".join((frame, _crc32c(frame)))
-                else:
-                    out[key] = self._shard(
-                        [(inner, frames[base + index]) for inner, index in members]
-                    )
+                out[self._encode_key((start + i, *shard))] = self._object(frames, base, members)
         return out
+
+    @staticmethod
+    def _frames(payload: list, keep: np.ndarray) -> list:
+        frames: list = [None] * len(keep)
+        for row, frame in zip(np.flatnonzero(keep).tolist(), payload):
+            frames[row] = frame
+        return frames
+
+    def _object(self, frames: list, base: int, members) -> bytes | None:
+        """One stored object from the frames of its chunks (rows `base + index`)."""
+        if not self.sharded:
+            frame = frames[base + members[0][1]]
+            return None if frame is None else b"".join((frame, _crc32c(frame)))
+        return self._shard([(inner, frames[base + index]) for inner, index in members])
+
+    def encode_slab(self, slab, conformation: int, z_start: int) -> dict[str, bytes | None]:
+        """The stored object of one z-slab shard of a conformation: `slab` `(1, z, y, x)`
+        holds exactly the planes `[z_start, z_start + z)` of one shard (the grid's last
+        shard may be shorter; zarr pads it with the fill value). For arrays whose shards
+        span whole planes (the slab layouts); returns `{key: bytes or None}` as `encode`."""
+        height = self.shard_shape[0]
+        stop = min(self.volume_shape[0], z_start + height)
+        if (self.shard_shape[1:] != self.volume_shape[1:] or z_start % height
+                or tuple(slab.shape) != (1, stop - z_start, *self.volume_shape[1:])):
+            raise ValueError(
+                f"ZarrChunkEncoder.encode_slab: a slab {tuple(slab.shape)} at plane {z_start} is "
+                f"not one shard {self.shard_shape} of the volume {self.volume_shape}"
+            )
+        if not isinstance(slab, jax.Array):
+            slab = jnp.asarray(slab)
+        fill = np.asarray(self.fill_value, self.dtype).item()
+        if stop - z_start < height:
+            slab = jnp.pad(slab, [(0, 0), (0, height - (stop - z_start)), (0, 0), (0, 0)],
+                           constant_values=fill)
+        rearrange = self.chunk_shape[1:] != self.shard_shape[1:]
+        blocks, empty = _to_chunks(slab, self.shard_shape, self.chunk_shape, fill, rearrange)
+        blocks = slab if blocks is None else blocks
+        wait_until_ready(empty)
+        keep = ~np.asarray(empty).reshape(-1)
+        if self.write_empty_chunks:
+            keep[:] = True
+        frames = self._frames(self.fetch(self.compress(blocks, keep)), keep)
+        # The first shard's members: the shard grid is one shard across y and x, so its
+        # chunks' indices are the same in a one-shard volume.
+        members = self._members[(0,) * len(self._shards)]
+        key = self._encode_key((conformation, z_start // height, 0, 0))
+        return {key: self._object(frames, 0, members)}
 
     def encode(self, volumes, start: int) -> dict[str, bytes | None]:
         """The stored objects of conformations `[start, start + b)`.

@@ -916,7 +916,8 @@ def render_slab(source, spec: RenderSpec, index: int, z0: int, z1: int,
     and cut. Returns the atoms used, each stage's wall and host-core (user, system)
     seconds (`plan`: the support plan, once per source; `read`: host read, upload, window
     planes and slab capacities, once per conformation; `select`, `render` (compiles
-    included, once); `to_host`; `write`; the device stages end when the device is
+    included, once); `encode` (zstd on the device and the compressed shard to the host,
+    where nvCOMP runs) or `to_host`; `write`; the device stages end when the device is
     done), bytes moved, renderers built so far and peak memory.
     """
     import jax
@@ -946,17 +947,27 @@ def render_slab(source, spec: RenderSpec, index: int, z0: int, z1: int,
         device_slab = run(positions[None], amplitudes, variances, start)
         _wait_until_ready(device_slab)
         stages.done("render")
-        slab = np.asarray(device_slab)[:, z0 - start : z1 - start]
+        cut = device_slab[:, z0 - start : z1 - start]
     else:  # no atom reaches the grid: zeros, still written
         stages.done("select")
-        slab = np.zeros((1, z1 - z0) + spec.shape[1:], np.float32)
+        cut = np.zeros((1, z1 - z0) + spec.shape[1:], np.float32)
         stages.done("render")
-    stages.done("to_host")
-    store_writer(spec).write_volumes(index, slab, z_start=z0)
+    writer = store_writer(spec)
+    encoder = _device_encoder(spec, writer, cut) if atoms else None
+    if encoder is not None:  # compressed on the device: only the shard's bytes cross
+        objects = encoder.encode_slab(cut, index, z0)
+        to_host = sum(len(v) for v in objects.values() if v is not None)
+        stages.done("encode")
+        writer.write_objects(objects)
+    else:
+        slab = np.asarray(cut)
+        to_host = slab.nbytes
+        stages.done("to_host")
+        writer.write_volumes(index, slab, z_start=z0)
     stages.done("write")
     return {"index": index, "z0": z0, "atoms": atoms,
             "to_device_bytes": conformation.uploaded_bytes if fresh else 0,
-            "to_host_bytes": slab.nbytes, **stages.result(),
+            "to_host_bytes": to_host, **stages.result(),
             "seconds": sum(stages.seconds[s][0] for s in stages.seconds),
             "pid": os.getpid(), "compiles": compile_count(), "peak_rss_mib": _peak_rss_mib(),
             "peak_device_mib": _peak_device_mib()}
