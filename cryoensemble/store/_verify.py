@@ -112,17 +112,53 @@ def verify_store(store, storage_options=None, check_data: bool = True) -> Verify
     if check_data and not any(k.startswith(f"{layout.array}/") for k in report.metadata):
         arrays = [zarr.open_array(location.zarr_store(read_only=True), path=name, mode="r")
                   for name in [layout.array] + extras]
-        for i in sorted(objects["markers"] - set(report.bad)):
-            if i >= layout.n_units:
-                continue
-            rows = slice(*layout.unit_range(i)) if stack else i
-            try:
-                values = [array[rows] for array in arrays]
-            except Exception as error:  # noqa: BLE001 - any decode failure is damage
-                report.bad[i] = f"unreadable ({_first_line(error)})"
-                continue
-            if not all(np.isfinite(v).all() for v in values):
-                report.bad[i] = "non-finite values"
+        units = sorted(i for i in objects["markers"] - set(report.bad) if i < layout.n_units)
+        for block in _blocks(units, layout):
+            _check_block(arrays, layout, block, report)
     report.done = [i for i in sorted(objects["markers"])
                    if i < layout.n_units and i not in report.bad]
     return report
+
+
+# Units decoded per read: zarr decodes the chunks of one read concurrently.
+_BLOCK_BYTES = 256 * 2**20
+
+
+def _blocks(units: list[int], layout) -> list[list[int]]:
+    """Runs of consecutive units, each at most `_BLOCK_BYTES` of decoded data."""
+    unit_bytes = int(np.prod(layout.shards)) * np.dtype(layout.dtype).itemsize
+    most = max(1, _BLOCK_BYTES // unit_bytes)
+    blocks: list[list[int]] = []
+    for i in units:
+        if blocks and blocks[-1][-1] == i - 1 and len(blocks[-1]) < most:
+            blocks[-1].append(i)
+        else:
+            blocks.append([i])
+    return blocks
+
+
+def _rows(layout, first: int, last: int) -> slice:
+    """The data rows of units [first, last] (conformations, or a particle chunk's images)."""
+    if isinstance(layout, ImageStackLayout):
+        return slice(layout.unit_range(first)[0], layout.unit_range(last)[1])
+    return slice(first, last + 1)
+
+
+def _check_block(arrays, layout, block: list[int], report: VerifyReport) -> None:
+    """Decode a run of units in one read per array; a read that fails is read again unit by
+    unit, so that the report names each damaged one."""
+    try:
+        values = [array[_rows(layout, block[0], block[-1])] for array in arrays]
+    except Exception as error:  # noqa: BLE001 - any decode failure is damage
+        if len(block) == 1:
+            report.bad[block[0]] = f"unreadable ({_first_line(error)})"
+            return
+        for i in block:
+            _check_block(arrays, layout, [i], report)
+        return
+    offset = _rows(layout, block[0], block[-1]).start
+    for i in block:
+        rows = _rows(layout, i, i)
+        part = slice(rows.start - offset, rows.stop - offset)
+        if not all(np.isfinite(v[part]).all() for v in values):
+            report.bad[i] = "non-finite values"
