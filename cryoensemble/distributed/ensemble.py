@@ -214,6 +214,24 @@ def _store_records(source, spec, layout, plan) -> tuple[dict, dict]:
     return parameters, attributes
 
 
+def _support_groups(source, spec) -> "SupportPlan":
+    """The groups `((n_atoms, radius, k), ...)` of the workers' `tasks.support_plan`, as a
+    plan without its permutation: each element's window from its mixture row, and each
+    group's atoms counted per row (the client needs the windows, not millions of atoms
+    put in order)."""
+    from ..simulator import SupportPlan
+
+    a, v, inverse = tasks._mixture_rows(source, spec.extra_b_factor)
+    if inverse is None:  # a mixture per atom: the plan itself
+        return tasks.support_plan(source, spec).support
+    by_row = SupportPlan.from_mixture(a, v, spec.voxel_size, spec.truncation)
+    rows = np.arange(len(a)) if by_row.order is None else by_row.order
+    counts = np.bincount(inverse, minlength=len(a))[rows]
+    ends = np.cumsum([n for n, _, _ in by_row.groups])
+    return SupportPlan(None, [(int(counts[end - n : end].sum()), radius, k)
+                              for (n, radius, k), end in zip(by_row.groups, ends)])
+
+
 def _runs(todo: np.ndarray, batch_size: int, n_batches: int) -> tuple:
     if n_batches == 1:
         return tuple(_contiguous_batches(todo, batch_size))
@@ -253,23 +271,27 @@ def plan_render(
     location = store_module.as_location(store, storage_options)
     location.check()
     store_module.check_target(location)
+    # The first conformation, read once: the centre and the box check both need it.
+    first = source.read(0, 1)[0] if center is True or outside != "clip" else None
     spec = tasks.RenderSpec(shape, voxel_size, float(truncation), 1,
-                            _checks.centre_of(source, center), float(extra_b_factor), location,
-                            renderer)
+                            _checks.centre_of(source, center, first), float(extra_b_factor),
+                            location, renderer)
     if float(extra_b_factor) < 0 and not np.all(tasks.mixture(source, extra_b_factor)[1] > 0):
         raise ValueError(f"extra_b_factor: {extra_b_factor} A^2 makes some atoms' gaussians "
                          "negative (Peng's b are as small as ~0.1 A^2); use a value >= 0")
-    atoms = tasks.support_plan(source, spec)  # validates elements; workers derive the same
+    support = _support_groups(source, spec)  # validates elements; workers derive the same
     if n_batches is None:
-        n_batches = default_n_batches(source.n_atoms, atoms.support.k_max, shape, renderer, split)
-    _checks.check_atoms_in_box(source, spec, tasks.atom_amplitudes(source),
-                               outside, outside_tolerance, tasks.RENDERERS[renderer].periodic)
+        n_batches = default_n_batches(source.n_atoms, support.k_max, shape, renderer, split)
+    _checks.check_atoms_in_box(source, spec, lambda: tasks.atom_amplitudes(source),
+                               outside, outside_tolerance, tasks.RENDERERS[renderer].periodic,
+                               first=first)
+    del first
     n = len(source)
     z_slabs = n_batches if (n_batches > 1 and split == "slabs") else 1
     layout = store_module.StoreLayout(
         n, shape, dtype, store_module.choose_z_chunk(shape, dtype, z_slabs)
     )
-    parameters, attributes = _store_records(source, spec, layout, atoms.support)
+    parameters, attributes = _store_records(source, spec, layout, support)
     done = (
         store_module.done_conformations(location, layout)
         if store_module.read_parameters(location) == store_module.canonical_parameters(parameters)
@@ -277,8 +299,7 @@ def plan_render(
     )
     todo = tuple(int(i) for i in np.flatnonzero(~done))
     plan = RenderPlan(source, spec, layout, split, n_batches, todo, batch_size is None,
-                      parameters, attributes, int(done.sum()), atoms.support.radius,
-                      atoms.support.k_max)
+                      parameters, attributes, int(done.sum()), support.radius, support.k_max)
     if batch_size is None:
         return plan.for_workers(n_workers)
     return dataclasses.replace(plan, spec=dataclasses.replace(
