@@ -216,20 +216,34 @@ def _store_records(source, spec, layout, plan) -> tuple[dict, dict]:
 
 def _support_groups(source, spec) -> "SupportPlan":
     """The groups `((n_atoms, radius, k), ...)` of the workers' `tasks.support_plan`, as a
-    plan without its permutation: each element's window from its mixture row, and each
-    group's atoms counted per row (the client needs the windows, not millions of atoms
-    put in order)."""
+    plan without its permutation: each element's window from its mixture row (float32,
+    as the workers' rows), each group's atoms counted by element (the client needs the
+    windows, not millions of atoms put in order)."""
+    from ..constants import b_factor_to_variance_numpy, peng_parameters_numpy
     from ..simulator import SupportPlan
 
-    a, v, inverse = tasks._mixture_rows(source, spec.extra_b_factor)
-    if inverse is None:  # a mixture per atom: the plan itself
+    if source.mixture() is not None:  # a mixture per atom: the plan itself
         return tasks.support_plan(source, spec).support
-    by_row = SupportPlan.from_mixture(a, v, spec.voxel_size, spec.truncation)
-    rows = np.arange(len(a)) if by_row.order is None else by_row.order
-    counts = np.bincount(inverse, minlength=len(a))[rows]
-    ends = np.cumsum([n for n, _, _ in by_row.groups])
+    elements, counts = _element_counts(np.asarray(source.atomic_numbers).reshape(-1))
+    a, b = peng_parameters_numpy(elements)  # names bad elements
+    v = b_factor_to_variance_numpy(b + float(spec.extra_b_factor))
+    by_row = SupportPlan.from_mixture(np.asarray(a, np.float32), np.asarray(v, np.float32),
+                                      spec.voxel_size, spec.truncation)
+    rows = np.arange(len(elements)) if by_row.order is None else by_row.order
+    counts, ends = counts[rows], np.cumsum([n for n, _, _ in by_row.groups])
     return SupportPlan(None, [(int(counts[end - n : end].sum()), radius, k)
                               for (n, radius, k), end in zip(by_row.groups, ends)])
+
+
+def _element_counts(numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct atomic numbers and how many atoms have each (counted, not sorted,
+    where they are small non-negative integers)."""
+    if (numbers.size and np.issubdtype(numbers.dtype, np.integer)
+            and 0 <= numbers.min() and numbers.max() < 4096):
+        counts = np.bincount(numbers)
+        elements = np.flatnonzero(counts)
+        return elements.astype(numbers.dtype), counts[elements]
+    return np.unique(numbers, return_counts=True)
 
 
 def _runs(todo: np.ndarray, batch_size: int, n_batches: int) -> tuple:

@@ -15,7 +15,7 @@ its (n_atoms, 3) float64 temporaries or full sorts.
 import numpy as np
 
 
-_BLOCK = 1 << 16  # rows per block: a block's temporaries stay in cache
+_BLOCK = 1 << 15  # rows per block: a block's temporaries stay in cache
 _SAMPLE = 1 << 16  # values sampled to bracket an order statistic
 _DIRECT = 1 << 18  # up to this many values, partition them all
 _MARGIN = 0.02  # the bracket's half-width in quantile (~10 sampling deviations)
@@ -26,23 +26,34 @@ def bulk_centre_of(positions: np.ndarray) -> tuple[np.ndarray, int, float]:
     n = len(positions)
     if n == 0:
         return _plain(positions)
-    median = _column_medians(positions)
-    distance, total = _distances_and_sum(positions, median)
-    farthest = float(distance.max())
+    ranks = _middle_ranks(n)
+    median = _column_medians(positions, ranks)
+    bracket = None
+    if n > _DIRECT:  # bracketed from the exact distances of sampled rows
+        rows = positions[_sample(n)].astype(np.float64)
+        sampled = np.sqrt(_squared(rows, np.tile(median, len(rows)), np.empty(rows.size),
+                                   np.empty(len(rows))))
+        bracket = _bracket(np.sort(sampled), n, ranks)
+    distance, farthest, total, below, inside = _distances_and_sum(positions, median, bracket)
     if not np.isfinite(farthest):  # NaN or infinite coordinates: as the plain recipe has it
         return _plain(positions)
-    bulk = distance <= max(4.0 * float(_median(distance)), 10.0)
-    n_bulk = int(np.count_nonzero(bulk))
-    if n_bulk < n:
+    picked = (_pick(distance, ranks, below, inside) if bracket is not None
+              else np.partition(distance, ranks)[ranks])
+    threshold = max(4.0 * _average(picked), 10.0)
+    n_bulk = n  # every atom when even the farthest is within the threshold
+    if farthest > threshold:
+        bulk = distance <= threshold
+        n_bulk = int(np.count_nonzero(bulk))
         total = _bulk_sum(positions, bulk)
     centre = total / n_bulk
     # The atom farthest from the centre lies within 2 |median - centre| of the distance of
     # the one farthest from the median (triangle inequality; the margin covers rounding):
     # only those are measured again.
     shift = float(np.sqrt(np.sum((median - centre) ** 2)))
-    near = distance >= farthest - 2.0 * shift - 1e-9 * (farthest + shift)
+    near = np.flatnonzero(distance >= farthest - 2.0 * shift - 1e-9 * (farthest + shift))
     rows = positions[near].astype(np.float64)
-    squared = _squared(rows, centre, np.empty(len(rows)), np.empty(len(rows)))
+    squared = _squared(rows, np.tile(centre, len(rows)), np.empty(rows.size),
+                       np.empty(len(rows)))
     return centre, n - n_bulk, float(np.sqrt(squared.max()))
 
 
@@ -71,18 +82,39 @@ def _average(picked: np.ndarray) -> float:
     return float(np.asarray(picked, np.float64).mean())
 
 
-def _bracket(values: np.ndarray, ranks: np.ndarray):
-    """`(low, high)` values that likely hold `ranks` between them (from a fixed sample), or
-    None for few values or ranks near an end."""
-    n = len(values)
-    if n <= _DIRECT:
-        return None
-    sample = np.sort(values[np.random.default_rng(0).integers(0, n, _SAMPLE)])
-    low = int(np.floor((ranks[0] / n - _MARGIN) * _SAMPLE))
-    high = int(np.ceil((ranks[-1] / n + _MARGIN) * _SAMPLE))
-    if low < 0 or high >= _SAMPLE:
+def _sample(n: int) -> np.ndarray:
+    """Fixed indices of `_SAMPLE` of `n` values."""
+    return np.random.default_rng(0).integers(0, n, _SAMPLE)
+
+
+def _bracket(sample: np.ndarray, n: int, ranks: np.ndarray):
+    """`(low, high)` values that likely hold `ranks` of `n` values between them, from a
+    sorted sample of them, or None for ranks near an end."""
+    low = int(np.floor((ranks[0] / n - _MARGIN) * len(sample)))
+    high = int(np.ceil((ranks[-1] / n + _MARGIN) * len(sample)))
+    if low < 0 or high >= len(sample):
         return None
     return sample[low], sample[high]
+
+
+class _Band:
+    """What one pass keeps of the values around a bracket: how many lie below it, and
+    those inside it."""
+
+    def __init__(self, bracket):
+        self.low, self.high = bracket
+        self.below, self.inside = 0, []
+
+    def add(self, values: np.ndarray, below: np.ndarray, up_to_high: np.ndarray) -> None:
+        """Fold in `values` (`below` and `up_to_high`: boolean scratch of their length)."""
+        np.less(values, self.low, out=below)
+        np.less_equal(values, self.high, out=up_to_high)
+        self.below += int(np.count_nonzero(below))
+        # Inside: up to `high` and not below `low` (NaNs are neither).
+        self.inside.append(values[np.logical_xor(up_to_high, below, out=up_to_high)])
+
+    def pick(self, values: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+        return _pick(values, ranks, self.below, np.concatenate(self.inside))
 
 
 def _pick(values: np.ndarray, ranks: np.ndarray, below: int, inside: np.ndarray) -> np.ndarray:
@@ -94,73 +126,68 @@ def _pick(values: np.ndarray, ranks: np.ndarray, below: int, inside: np.ndarray)
     return np.partition(values, ranks)[ranks]
 
 
-def _median(values: np.ndarray) -> float:
-    """`np.median` of a 1-D array without NaNs."""
-    ranks = _middle_ranks(len(values))
-    bracket = _bracket(values, ranks)
-    if bracket is None:
-        return _average(np.partition(values, ranks)[ranks])
-    low, high = bracket
-    inside = values[(values >= low) & (values <= high)]
-    return _average(_pick(values, ranks, int(np.count_nonzero(values < low)), inside))
-
-
-def _column_medians(positions: np.ndarray) -> np.ndarray:
-    """`np.median(positions, axis=0)` in float64: the three brackets filled in one pass,
+def _column_medians(positions: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """`np.median(positions, axis=0)` in float64: the three bands filled in one pass,
     each block transposed so that every comparison runs over contiguous values."""
     n = len(positions)
-    ranks = _middle_ranks(n)
-    brackets = [_bracket(positions[:, j], ranks) for j in range(3)]
-    below, inside = [0, 0, 0], [[], [], []]
-    bracketed = [j for j in range(3) if brackets[j] is not None]
-    if bracketed:
-        columns = np.empty((3, _BLOCK), positions.dtype)
-        for start, stop in _blocks(n):
-            block = columns[:, : stop - start]
-            block[...] = positions[start:stop].T
-            for j in bracketed:
-                low, high = brackets[j]
-                values = block[j]
-                below[j] += int(np.count_nonzero(values < low))
-                inside[j].append(values[(values >= low) & (values <= high)])
-    medians = np.empty(3)
-    for j in range(3):
-        if brackets[j] is None:
-            picked = np.partition(positions[:, j], ranks)[ranks]
-        else:
-            picked = _pick(positions[:, j], ranks, below[j], np.concatenate(inside[j]))
-        medians[j] = _average(picked)
-    return medians
+    if n <= _DIRECT:
+        return np.array([_average(np.partition(positions[:, j], ranks)[ranks]) for j in range(3)])
+    sample = np.sort(positions[_sample(n)], axis=0)
+    brackets = [_bracket(sample[:, j], n, ranks) for j in range(3)]
+    bands = {j: _Band(bracket) for j, bracket in enumerate(brackets) if bracket is not None}
+    columns = np.empty((3, _BLOCK), positions.dtype)
+    below, up_to_high = np.empty(_BLOCK, bool), np.empty(_BLOCK, bool)
+    for start, stop in _blocks(n) if bands else ():
+        m = stop - start
+        block = columns[:, :m]
+        block[...] = positions[start:stop].T
+        for j, band in bands.items():
+            band.add(block[j], below[:m], up_to_high[:m])
+    return np.array([
+        _average(bands[j].pick(positions[:, j], ranks) if j in bands
+                 else np.partition(positions[:, j], ranks)[ranks])
+        for j in range(3)
+    ])
 
 
-def _squared(rows: np.ndarray, point: np.ndarray, out: np.ndarray, scratch: np.ndarray):
-    """Squared float64 distances of (m, 3) float64 rows to `point`, summed
-    `(dx^2 + dy^2) + dz^2` as `np.linalg.norm` sums them."""
-    for j in range(3):
-        target = out if j == 0 else scratch
-        np.subtract(rows[:, j], point[j], out=target)
-        np.multiply(target, target, out=target)
-        if j:
-            np.add(out, target, out=out)
+def _squared(rows: np.ndarray, point: np.ndarray, scratch: np.ndarray, out: np.ndarray):
+    """Squared float64 distances of C-ordered (m, 3) float64 rows to a point into `out`,
+    summed `(dx^2 + dy^2) + dz^2` as `np.linalg.norm` sums them. `point`: the point
+    repeated at least m times (flat: rows minus a (3,) point would run an inner loop
+    3 elements long); `scratch`: 3m float64."""
+    flat = scratch.reshape(-1, 3)
+    np.subtract(rows.reshape(-1), point[: scratch.size], out=scratch)
+    np.multiply(scratch, scratch, out=scratch)
+    np.add(flat[:, 0], flat[:, 1], out=out)
+    np.add(out, flat[:, 2], out=out)
     return out
 
 
-def _distances_and_sum(positions: np.ndarray, point: np.ndarray):
-    """Each row's float64 distance to `point`, and the float64 sum of all rows added one
-    after another."""
+def _distances_and_sum(positions: np.ndarray, point: np.ndarray, bracket):
+    """Each row's float64 distance to `point` and the largest (NaN if any is), the float64
+    sum of all rows added one after another, and (with a `bracket` of distances) how
+    many distances lie below it and those inside it."""
     n = len(positions)
     distance = np.empty(n)
     rows = np.empty((_BLOCK + 1, 3))  # row 0 carries the running sum
-    scratch = np.empty(_BLOCK)
-    total = None
+    scratch = np.empty(3 * _BLOCK)
+    below, up_to_high = np.empty(_BLOCK, bool), np.empty(_BLOCK, bool)
+    band = None if bracket is None else _Band(bracket)
+    total, farthest = None, -np.inf
+    point = np.tile(point, _BLOCK)
     for start, stop in _blocks(n):
         m = stop - start
         block = rows[1 : m + 1]
         block[...] = positions[start:stop]
-        _squared(block, point, distance[start:stop], scratch[:m])
+        here = _squared(block, point, scratch[: 3 * m], distance[start:stop])
+        np.sqrt(here, out=here)
+        farthest = np.maximum(farthest, here.max())
+        if band is not None:
+            band.add(here, below[:m], up_to_high[:m])
         total = _add_rows(rows, m, total)
-    np.sqrt(distance, out=distance)
-    return distance, total
+    if band is None:
+        return distance, float(farthest), total, 0, None
+    return distance, float(farthest), total, band.below, np.concatenate(band.inside)
 
 
 def _bulk_sum(positions: np.ndarray, bulk: np.ndarray) -> np.ndarray:
