@@ -502,9 +502,9 @@ def lazy_ensemble(
         n, os.cpu_count() or 1, volume_bytes)
     spec = tasks.RenderSpec(shape, voxel_size, float(truncation), size,
                             _checks.centre_of(source, center), float(extra_b_factor), None, renderer)
-    atoms = tasks.support_plan(source, spec)  # validates elements before any graph runs
+    support = _support_groups(source, spec)  # validates elements before any graph runs
     layout = store_module.StoreLayout(n, shape, dtype, shape[0])
-    parameters, attributes = _store_records(source, spec, layout, atoms.support)
+    parameters, attributes = _store_records(source, spec, layout, support)
     shared = dask.delayed(source, pure=True, traverse=False)
     blocks = [
         da.from_delayed(
