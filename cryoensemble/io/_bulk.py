@@ -31,8 +31,7 @@ def bulk_centre_of(positions: np.ndarray) -> tuple[np.ndarray, int, float]:
     bracket = None
     if n > _DIRECT:  # bracketed from the exact distances of sampled rows
         rows = positions[_sample(n)].astype(np.float64)
-        sampled = np.sqrt(_squared(rows, np.tile(median, len(rows)), np.empty(rows.size),
-                                   np.empty(len(rows))))
+        sampled = np.sqrt(_squared(rows, np.tile(median, len(rows)), np.empty(len(rows))))
         bracket = _bracket(np.sort(sampled), n, ranks)
     distance, farthest, total, below, inside = _distances_and_sum(positions, median, bracket)
     if not np.isfinite(farthest):  # NaN or infinite coordinates: as the plain recipe has it
@@ -52,8 +51,7 @@ def bulk_centre_of(positions: np.ndarray) -> tuple[np.ndarray, int, float]:
     shift = float(np.sqrt(np.sum((median - centre) ** 2)))
     near = np.flatnonzero(distance >= farthest - 2.0 * shift - 1e-9 * (farthest + shift))
     rows = positions[near].astype(np.float64)
-    squared = _squared(rows, np.tile(centre, len(rows)), np.empty(rows.size),
-                       np.empty(len(rows)))
+    squared = _squared(rows, np.tile(centre, len(rows)), np.empty(len(rows)))
     return centre, n - n_bulk, float(np.sqrt(squared.max()))
 
 
@@ -150,16 +148,16 @@ def _column_medians(positions: np.ndarray, ranks: np.ndarray) -> np.ndarray:
     ])
 
 
-def _squared(rows: np.ndarray, point: np.ndarray, scratch: np.ndarray, out: np.ndarray):
-    """Squared float64 distances of C-ordered (m, 3) float64 rows to a point into `out`,
-    summed `(dx^2 + dy^2) + dz^2` as `np.linalg.norm` sums them. `point`: the point
-    repeated at least m times (flat: rows minus a (3,) point would run an inner loop
-    3 elements long); `scratch`: 3m float64."""
-    flat = scratch.reshape(-1, 3)
-    np.subtract(rows.reshape(-1), point[: scratch.size], out=scratch)
-    np.multiply(scratch, scratch, out=scratch)
-    np.add(flat[:, 0], flat[:, 1], out=out)
-    np.add(out, flat[:, 2], out=out)
+def _squared(rows: np.ndarray, point: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Squared float64 distances of C-ordered (m, 3) float64 rows (overwritten) to a
+    point into `out`, summed `(dx^2 + dy^2) + dz^2` as `np.linalg.norm` sums them.
+    `point`: the point repeated at least m times (flat: rows minus a (3,) point would
+    run an inner loop 3 elements long)."""
+    flat = rows.reshape(-1)
+    np.subtract(flat, point[: flat.size], out=flat)
+    np.multiply(flat, flat, out=flat)
+    np.add(rows[:, 0], rows[:, 1], out=out)
+    np.add(out, rows[:, 2], out=out)
     return out
 
 
@@ -170,7 +168,6 @@ def _distances_and_sum(positions: np.ndarray, point: np.ndarray, bracket):
     n = len(positions)
     distance = np.empty(n)
     rows = np.empty((_BLOCK + 1, 3))  # row 0 carries the running sum
-    scratch = np.empty(3 * _BLOCK)
     below, up_to_high = np.empty(_BLOCK, bool), np.empty(_BLOCK, bool)
     band = None if bracket is None else _Band(bracket)
     total, farthest = None, -np.inf
@@ -179,12 +176,12 @@ def _distances_and_sum(positions: np.ndarray, point: np.ndarray, bracket):
         m = stop - start
         block = rows[1 : m + 1]
         block[...] = positions[start:stop]
-        here = _squared(block, point, scratch[: 3 * m], distance[start:stop])
+        total = _add_rows(rows, m, total)
+        here = _squared(block, point, distance[start:stop])  # the block is spent
         np.sqrt(here, out=here)
         farthest = np.maximum(farthest, here.max())
         if band is not None:
             band.add(here, below[:m], up_to_high[:m])
-        total = _add_rows(rows, m, total)
     if band is None:
         return distance, float(farthest), total, 0, None
     return distance, float(farthest), total, band.below, np.concatenate(band.inside)
