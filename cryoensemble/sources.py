@@ -554,6 +554,10 @@ class TiledSource(AbstractEnsembleSource):
         # Derived, not stored: the source pickled into the task graph stays small.
         return np.tile(self.source.atomic_numbers, int(np.prod(self.copies)))
 
+    @property
+    def n_atoms(self) -> int:
+        return self.source.n_atoms * int(np.prod(self.copies))
+
     def _shifts(self) -> np.ndarray:
         grid = np.stack(np.meshgrid(*[np.arange(c) for c in self.copies], indexing="ij"), -1)
         return (grid.reshape(-1, 3) @ self.box_vectors).astype(np.float32)
@@ -570,7 +574,12 @@ class TiledSource(AbstractEnsembleSource):
         self._check_range(start, stop)
         unit = self.source.read(start, stop)
         shifts = self._shifts()
-        return (unit[:, None, :, :] + shifts[None, :, None, :]).reshape(stop - start, -1, 3)
+        out = np.empty((stop - start, len(shifts), unit.shape[1], 3), np.result_type(unit, shifts))
+        # One coordinate at a time: the same float32 sums as broadcasting (n, 1, atoms, 3)
+        # against (1, images, 1, 3), whose innermost loop would run 3 elements long.
+        for axis in range(3):
+            np.add(unit[:, None, :, axis], shifts[None, :, None, axis], out=out[..., axis])
+        return out.reshape(stop - start, -1, 3)
 
     def labels(self):
         return self.source.labels()

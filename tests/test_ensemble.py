@@ -307,3 +307,21 @@ def test_cluster_tuning_reaches_the_workers_through_dask_config():
     with cluster, Client(cluster) as client:
         seen = client.run(lambda: dask.config.get("cryoensemble.device-to-host"))
     assert list(seen.values()) == ["async"]
+
+
+@pytest.mark.parametrize("extra_b_factor", [0.0, 40.0])
+def test_planned_windows_are_the_workers_support_groups(tmp_path, extra_b_factor):
+    """The client sizes windows per element and counts atoms per element; the workers'
+    support plan (every atom sized and put in order) must give the same groups, which
+    the store records."""
+    from cryoensemble.distributed import tasks
+
+    source = TrajectorySource(DATA / "adk_oplsaa.pdb", DATA / "adk_oplsaa.xtc", frames="0:1")
+    plan = plan_render(source, shape=64, voxel_size=1.2, store=str(tmp_path / "s.zarr"),
+                       extra_b_factor=extra_b_factor, outside="clip")
+    groups = tasks.support_plan(source, plan.spec).groups
+    assert len(groups) > 1 and sum(n for n, _, _ in groups) == source.n_atoms
+    assert (plan.window, plan.support_radius) == (max(k for _, _, k in groups),
+                                                  max(r for _, r, _ in groups))
+    assert plan.attributes["renderer_options"].endswith(
+        ", ".join(f"{n} atoms {r:.3f} (k={k})" for n, r, k in groups))

@@ -15,12 +15,13 @@ from ..io import bulk_centre
 OUTSIDE_POLICIES = ("error", "warn", "clip")
 
 
-def centre_of(source, center) -> tuple[float, float, float]:
+def centre_of(source, center, first: np.ndarray | None = None) -> tuple[float, float, float]:
     """The centre subtracted from every position: the bulk centre of the first
     conformation for `center=True` (one stray atom cannot move it), none for `None` or
-    `False` (the file's frame), or an (x, y, z) in A."""
+    `False` (the file's frame), or an (x, y, z) in A. `first`: the first conformation's
+    positions, if already read."""
     if center is True:
-        centre, _, _ = bulk_centre(source.read(0, 1)[0])
+        centre, _, _ = bulk_centre(source.read(0, 1)[0] if first is None else first)
         return tuple(float(c) for c in centre)
     if center is None or center is False:
         return (0.0, 0.0, 0.0)
@@ -40,12 +41,13 @@ def box_bounds(shape, voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
 def check_positions_in_box(
     positions, weights, shape, voxel_size: float, outside: str = "warn",
     tolerance: float = 0.01, label: str = "atoms", periodic: bool = False,
+    centre=(0.0, 0.0, 0.0),
 ) -> str | None:
     """Apply the `outside` policy to atoms whose centres fall outside a box.
 
     **Arguments:**
 
-    - `positions`: (n_atoms, 3) x, y, z in A, already centred as rendered.
+    - `positions`: (n_atoms, 3) x, y, z in A, as rendered once `centre` is subtracted.
     - `weights`: each atom's scattering (its form factor at zero angle), for the
       fraction lost.
     - `shape`, `voxel_size`: the grid (voxel i at (i - n // 2) * voxel_size).
@@ -54,21 +56,23 @@ def check_positions_in_box(
     - `label`: what the message calls the atoms (`"conformation 3"`, a file name).
     - `periodic`: the renderer's box is periodic (a Fourier series), so atoms outside
       wrap around to the opposite face instead of being lost.
+    - `centre`: (x, y, z) in A subtracted (in float64) from every position.
 
     Returns the warning issued (an `OutsideBoxWarning`), if any; raises `PlanError`.
     """
-    if outside not in OUTSIDE_POLICIES:
-        raise ValueError(f"outside: one of {list(OUTSIDE_POLICIES)}; got {outside!r}")
-    if not (np.isfinite(tolerance) and 0 <= tolerance <= 1):
-        raise ValueError(f"outside_tolerance: a fraction in [0, 1]; got {tolerance}")
+    _check_policy(outside, tolerance)
     if outside == "clip":
         return None
-    positions = np.asarray(positions, dtype=np.float64)
-    weights = np.asarray(weights, dtype=np.float64)
+    positions = np.asarray(positions)
+    if positions.dtype not in (np.float32, np.float64):
+        positions = positions.astype(np.float64)
+    centre = np.asarray(centre, dtype=np.float64)
     low, high = box_bounds(shape, voxel_size)
-    out = np.any((positions < low) | (positions >= high), axis=1)
-    if not out.any():
+    out = _outside(positions, centre, low, high)
+    if out is None:
         return None
+    positions = positions.astype(np.float64) - centre
+    weights = np.asarray(weights, dtype=np.float64)
     lost = float(weights[out].sum() / weights.sum())
     _, n_stray, _ = bulk_centre(positions)
     span = float((positions.max(axis=0) - positions.min(axis=0)).max())
@@ -89,18 +93,52 @@ def check_positions_in_box(
     return message
 
 
-def check_atoms_in_box(source, spec, weights: np.ndarray, outside: str, tolerance: float,
-                       periodic: bool = False, samples: int = 16) -> str | None:
+def _check_policy(outside: str, tolerance: float) -> None:
+    if outside not in OUTSIDE_POLICIES:
+        raise ValueError(f"outside: one of {list(OUTSIDE_POLICIES)}; got {outside!r}")
+    if not (np.isfinite(tolerance) and 0 <= tolerance <= 1):
+        raise ValueError(f"outside_tolerance: a fraction in [0, 1]; got {tolerance}")
+
+
+def _outside(positions: np.ndarray, centre: np.ndarray, low: np.ndarray,
+             high: np.ndarray) -> np.ndarray | None:
+    """Which rows of `positions - centre` (float64) lie outside `[low, high)`, or None
+    when none does. Subtracting a constant keeps the order of values, so each axis's
+    smallest and largest value decide whether any is out, and only then is every row
+    compared (an axis at a time: no (n_atoms, 3) float64 copy)."""
+    columns = [positions[:, j] for j in range(3)]
+    if all(len(c) == 0 or (np.float64(c.min()) - centre[j] >= low[j]
+                           and np.float64(c.max()) - centre[j] < high[j])
+           for j, c in enumerate(columns)):
+        return None
+    out = np.zeros(len(positions), bool)
+    for j, column in enumerate(columns):
+        shifted = np.subtract(column, centre[j], dtype=np.float64)
+        out |= (shifted < low[j]) | (shifted >= high[j])
+    return out if out.any() else None  # NaNs fail both comparisons: never out
+
+
+def check_atoms_in_box(source, spec, weights, outside: str, tolerance: float,
+                       periodic: bool = False, samples: int = 16,
+                       first: np.ndarray | None = None) -> str | None:
     """`check_positions_in_box` for up to `samples` conformations of a source, evenly
-    spaced, the first and last included."""
+    spaced, the first and last included. `weights`: a function that returns the atoms'
+    weights (called only if some atom is out); `first`: the first conformation's
+    positions, if already read."""
     if outside == "clip":
         return None
+    _check_policy(outside, tolerance)
+    centre = np.asarray(spec.centre, dtype=np.float64)
+    low, high = box_bounds(spec.shape, spec.voxel_size)
     n = len(source)
     for index in np.unique(np.linspace(0, n - 1, min(n, samples)).round().astype(int)):
-        positions = source.read(int(index), int(index) + 1)[0].astype(np.float64)
+        positions = (first if index == 0 and first is not None
+                     else source.read(int(index), int(index) + 1)[0])
+        if _outside(positions, centre, low, high) is None:
+            continue
         message = check_positions_in_box(
-            positions - np.asarray(spec.centre), weights, spec.shape, spec.voxel_size,
-            outside, tolerance, f"conformation {index}", periodic)
+            positions, weights(), spec.shape, spec.voxel_size, outside, tolerance,
+            f"conformation {index}", periodic, centre=centre)
         if message is not None:
             return message
     return None

@@ -218,6 +218,38 @@ def _store_records(source, spec, layout, plan) -> tuple[dict, dict]:
     return parameters, attributes
 
 
+def _support_groups(source, spec) -> "SupportPlan":
+    """The groups `((n_atoms, radius, k), ...)` of the workers' `tasks.support_plan`, as a
+    plan without its permutation: each element's window from its mixture row (float32,
+    as the workers' rows), each group's atoms counted by element (the client needs the
+    windows, not millions of atoms put in order)."""
+    from ..constants import b_factor_to_variance_numpy, peng_parameters_numpy
+    from ..simulator import SupportPlan
+
+    if source.mixture() is not None:  # a mixture per atom: the plan itself
+        return tasks.support_plan(source, spec).support
+    elements, counts = _element_counts(np.asarray(source.atomic_numbers).reshape(-1))
+    a, b = peng_parameters_numpy(elements)  # names bad elements
+    v = b_factor_to_variance_numpy(b + float(spec.extra_b_factor))
+    by_row = SupportPlan.from_mixture(np.asarray(a, np.float32), np.asarray(v, np.float32),
+                                      spec.voxel_size, spec.truncation)
+    rows = np.arange(len(elements)) if by_row.order is None else by_row.order
+    counts, ends = counts[rows], np.cumsum([n for n, _, _ in by_row.groups])
+    return SupportPlan(None, [(int(counts[end - n : end].sum()), radius, k)
+                              for (n, radius, k), end in zip(by_row.groups, ends)])
+
+
+def _element_counts(numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct atomic numbers and how many atoms have each (counted, not sorted,
+    where they are small non-negative integers)."""
+    if (numbers.size and np.issubdtype(numbers.dtype, np.integer)
+            and 0 <= numbers.min() and numbers.max() < 4096):
+        counts = np.bincount(numbers)
+        elements = np.flatnonzero(counts)
+        return elements.astype(numbers.dtype), counts[elements]
+    return np.unique(numbers, return_counts=True)
+
+
 def _runs(todo: np.ndarray, batch_size: int, n_batches: int) -> tuple:
     if n_batches == 1:
         return tuple(_contiguous_batches(todo, batch_size))
@@ -257,23 +289,27 @@ def plan_render(
     location = store_module.as_location(store, storage_options)
     location.check()
     store_module.check_target(location)
+    # The first conformation, read once: the centre and the box check both need it.
+    first = source.read(0, 1)[0] if center is True or outside != "clip" else None
     spec = tasks.RenderSpec(shape, voxel_size, float(truncation), 1,
-                            _checks.centre_of(source, center), float(extra_b_factor), location,
-                            renderer)
+                            _checks.centre_of(source, center, first), float(extra_b_factor),
+                            location, renderer)
     if float(extra_b_factor) < 0 and not np.all(tasks.mixture(source, extra_b_factor)[1] > 0):
         raise ValueError(f"extra_b_factor: {extra_b_factor} A^2 makes some atoms' gaussians "
                          "negative (Peng's b are as small as ~0.1 A^2); use a value >= 0")
-    atoms = tasks.support_plan(source, spec)  # validates elements; workers derive the same
+    support = _support_groups(source, spec)  # validates elements; workers derive the same
     if n_batches is None:
-        n_batches = default_n_batches(source.n_atoms, atoms.support.k_max, shape, renderer, split)
-    _checks.check_atoms_in_box(source, spec, tasks.atom_amplitudes(source),
-                               outside, outside_tolerance, tasks.RENDERERS[renderer].periodic)
+        n_batches = default_n_batches(source.n_atoms, support.k_max, shape, renderer, split)
+    _checks.check_atoms_in_box(source, spec, lambda: tasks.atom_amplitudes(source),
+                               outside, outside_tolerance, tasks.RENDERERS[renderer].periodic,
+                               first=first)
+    del first
     n = len(source)
     z_slabs = n_batches if (n_batches > 1 and split == "slabs") else 1
     layout = store_module.StoreLayout(
         n, shape, dtype, store_module.choose_z_chunk(shape, dtype, z_slabs)
     )
-    parameters, attributes = _store_records(source, spec, layout, atoms.support)
+    parameters, attributes = _store_records(source, spec, layout, support)
     done = (
         store_module.done_conformations(location, layout)
         if store_module.read_parameters(location) == store_module.canonical_parameters(parameters)
@@ -281,8 +317,7 @@ def plan_render(
     )
     todo = tuple(int(i) for i in np.flatnonzero(~done))
     plan = RenderPlan(source, spec, layout, split, n_batches, todo, batch_size is None,
-                      parameters, attributes, int(done.sum()), atoms.support.radius,
-                      atoms.support.k_max)
+                      parameters, attributes, int(done.sum()), support.radius, support.k_max)
     if batch_size is None:
         return plan.for_workers(n_workers)
     return dataclasses.replace(plan, spec=dataclasses.replace(
@@ -475,9 +510,9 @@ def lazy_ensemble(
         n, os.cpu_count() or 1, volume_bytes)
     spec = tasks.RenderSpec(shape, voxel_size, float(truncation), size,
                             _checks.centre_of(source, center), float(extra_b_factor), None, renderer)
-    atoms = tasks.support_plan(source, spec)  # validates elements before any graph runs
+    support = _support_groups(source, spec)  # validates elements before any graph runs
     layout = store_module.StoreLayout(n, shape, dtype, shape[0])
-    parameters, attributes = _store_records(source, spec, layout, atoms.support)
+    parameters, attributes = _store_records(source, spec, layout, support)
     shared = dask.delayed(source, pure=True, traverse=False)
     blocks = [
         da.from_delayed(

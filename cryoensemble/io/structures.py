@@ -16,6 +16,7 @@ from jaxtyping import Float, Int
 
 from ..atom_util import center_atom_positions
 from ..errors import ElementInferenceError, StructureReadError
+from ._bulk import bulk_centre_of
 
 
 # Residue names of water in PDB, CHARMM, AMBER and GROMACS files.
@@ -602,10 +603,9 @@ def bulk_centre(
     **Returns:** `(centre, n_stray, extent)`: the centre (x, y, z) in A, the number of
     atoms outside the bulk, and the largest distance in A of any atom from the centre.
     """
-    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
-    median = np.median(positions, axis=0)
-    distance = np.linalg.norm(positions - median, axis=1)
-    bulk = distance <= max(4.0 * float(np.median(distance)), 10.0)
-    centre = positions[bulk].mean(axis=0)
-    extent = float(np.linalg.norm(positions - centre, axis=1).max())
-    return centre, int((~bulk).sum()), extent
+    positions = np.asarray(positions)
+    if positions.dtype not in (np.float32, np.float64):
+        positions = positions.astype(np.float64)
+    # Medians, norms and the mean in float64, as NumPy's own functions give them, without
+    # converting millions of positions at once (`_bulk`).
+    return bulk_centre_of(positions.reshape(-1, 3))
