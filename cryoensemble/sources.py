@@ -55,6 +55,12 @@ class AbstractEnsembleSource(ABC):
     def description(self) -> dict[str, Any]:
         """JSON-able parameters that define the conformations (compared on resume)."""
 
+    def atoms_description(self) -> dict[str, Any]:
+        """JSON-able parameters that define the atoms (elements, order, mixtures) but not
+        their positions: workers key what they plan per atom by it, so a render of other
+        frames of the same atoms reuses it. By default the whole `description`."""
+        return self.description()
+
     def input_files(self) -> list[str]:
         """Files the conformations are read from (hashed into the store's attributes)."""
         return []
@@ -371,6 +377,9 @@ class TrajectorySource(AbstractEnsembleSource):
             "selection": self.selection,
         }
 
+    def atoms_description(self):
+        return {key: value for key, value in self.description().items() if key != "frames"}
+
     def input_files(self):
         return [self.topology, *self.trajectories]
 
@@ -525,6 +534,9 @@ class CycledSource(AbstractEnsembleSource):
     def description(self):
         return {"kind": "cycled", "n": self.n_conformations, "source": self.source.description()}
 
+    def atoms_description(self):
+        return self.source.atoms_description()
+
     def input_files(self):
         return self.source.input_files()
 
@@ -587,6 +599,10 @@ class TiledSource(AbstractEnsembleSource):
     def description(self):
         return {"kind": "tiled", "copies": list(self.copies),
                 "box_vectors": self.box_vectors.tolist(), "source": self.source.description()}
+
+    def atoms_description(self):
+        return {"kind": "tiled", "copies": list(self.copies),
+                "source": self.source.atoms_description()}
 
     def input_files(self):
         return self.source.input_files()

@@ -325,3 +325,29 @@ def test_planned_windows_are_the_workers_support_groups(tmp_path, extra_b_factor
                                                   max(r for _, r, _ in groups))
     assert plan.attributes["renderer_options"].endswith(
         ", ".join(f"{n} atoms {r:.3f} (k={k})" for n, r, k in groups))
+
+
+def test_workers_plan_atoms_once_for_all_frames(tmp_path):
+    """The per-atom plan (`AtomPlan`, ~400 MB for 10M atoms) is keyed by the atoms, not the
+    frames: other frames of the same trajectory (also cycled or tiled) reuse it; another
+    selection of atoms gets its own."""
+    from cryoensemble.distributed import tasks
+    from cryoensemble.sources import CycledSource, TiledSource
+
+    def plan_of(source):
+        spec = plan_render(source, shape=64, voxel_size=1.2, store=str(tmp_path / "s.zarr"),
+                           outside="clip").spec
+        return tasks.support_plan(source, spec)
+
+    def trajectory(frames, selection="all"):
+        return TrajectorySource(DATA / "adk_oplsaa.pdb", DATA / "adk_oplsaa.xtc", frames=frames,
+                                selection=selection)
+
+    first = plan_of(trajectory("0:1"))
+    assert plan_of(trajectory("3:5")) is first
+    assert plan_of(CycledSource(trajectory("1:2"), 4)) is first
+    box = np.eye(3) * 80.0
+    tiled = plan_of(TiledSource(trajectory("0:1"), (1, 1, 2), box))
+    assert tiled is not first and plan_of(TiledSource(trajectory("2:3"), (1, 1, 2), box)) is tiled
+    protein = plan_of(trajectory("0:1", selection="protein"))
+    assert protein is not first and protein.n_atoms < first.n_atoms

@@ -152,6 +152,11 @@ def store_writer(spec: RenderSpec):
         (spec.store, spec.generation), lambda: store_module.open_writer(spec.store))
 
 
+def _atoms_key(source) -> str:
+    """What identifies a source's atoms, whatever their positions (`atoms_description`)."""
+    return json.dumps(source.atoms_description(), sort_keys=True, default=str)
+
+
 def _source_key(source) -> str:
     """What identifies a source's atoms: its description (files, selections, seeds)."""
     return json.dumps(source.description(), sort_keys=True, default=str)
@@ -193,7 +198,7 @@ def _mixture_rows(source, extra_b_factor: float):
                 np.asarray(b_factor_to_variance_numpy(b + float(extra_b_factor)), np.float32),
                 inverse)
 
-    return _STATE.mixtures.get_or_make((_source_key(source), float(extra_b_factor)), make)
+    return _STATE.mixtures.get_or_make((_atoms_key(source), float(extra_b_factor)), make)
 
 
 def _distinct(numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -299,7 +304,7 @@ def support_plan(source, spec: RenderSpec) -> AtomPlan:
             return AtomPlan(SupportPlan(order, groups), a, v, inverse[order])
         return AtomPlan(SupportPlan(None, groups), a, v, inverse)
 
-    key = (_source_key(source), spec.extra_b_factor, spec.voxel_size, spec.truncation)
+    key = (_atoms_key(source), spec.extra_b_factor, spec.voxel_size, spec.truncation)
     return _STATE.plans.get_or_make(key, make)
 
 
@@ -769,7 +774,7 @@ def _device_order(source, spec: RenderSpec, plan: AtomPlan):
     """The plan's permutation on the device (int32), kept with the plan."""
     import jax
 
-    key = ("order", _source_key(source), spec.extra_b_factor, spec.voxel_size, spec.truncation)
+    key = ("order", _atoms_key(source), spec.extra_b_factor, spec.voxel_size, spec.truncation)
     return _STATE.device_plans.get_or_make(
         key, lambda: jax.device_put(plan.order.astype(np.int32)))
 
@@ -783,7 +788,7 @@ def _device_rows(source, spec: RenderSpec, plan: AtomPlan):
         return (jax.device_put(rows.astype(np.int32)), jax.device_put(plan.row_amplitudes),
                 jax.device_put(plan.row_variances))
 
-    key = ("rows", _source_key(source), spec.extra_b_factor, spec.voxel_size, spec.truncation)
+    key = ("rows", _atoms_key(source), spec.extra_b_factor, spec.voxel_size, spec.truncation)
     return _STATE.device_plans.get_or_make(key, make)
 
 
