@@ -107,7 +107,7 @@ class WorkerState:
     - `pinned_unavailable`: platforms without pinned host memory; `compiles`: renderers
       built so far.
     - `writers`: open store writers by (store, generation).
-    - `encoders`: device chunk encoders by (store, device); `device_codec`: whether
+    - `encoders`: device chunk encoders by (array cutting, device); `device_codec`: whether
       nvCOMP runs here (None until asked); `batch_limits`: the most conformations per
       batch by (grid, renderer), from device memory and lowered after an out-of-memory.
     - `device_plans`: a plan's permutation and mixture rows on the device (slabs).
@@ -584,12 +584,18 @@ def _device_encoder(spec: RenderSpec, writer, volumes):
         return None
     from ._device_codec import ZarrChunkEncoder
 
-    def make():
-        return ZarrChunkEncoder(writer.potential_array, compressor="nvcomp")
+    array = writer.potential_array
 
-    if not spec.generation:
-        return make()
-    return _STATE.encoders.get_or_make((spec.store, spec.generation, device.id), make)
+    def make():
+        return ZarrChunkEncoder(array, compressor="nvcomp")
+
+    # An encoder depends on the array's volume shape, chunking and codecs only, not on
+    # which store holds it: stores cut alike share one (and its nvCOMP codec, stream and
+    # buffers) instead of each render making another.
+    metadata = {k: v for k, v in array.metadata.to_dict().items()
+                if k not in ("shape", "attributes")}
+    key = (tuple(array.shape[1:]), json.dumps(metadata, sort_keys=True, default=str), device.id)
+    return _STATE.encoders.get_or_make(key, make)
 
 
 # Device memory a batch needs per volume, in volumes' bytes: the batch, its chunk
