@@ -286,7 +286,7 @@ def write_files(files: dict, durable: bool) -> None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         try:
-            view = memoryview(data)
+            view = memoryview(data).cast("B")
             while view:
                 view = view[os.write(descriptor, view):]
             if durable:
