@@ -158,7 +158,8 @@ def _atoms_key(source) -> str:
 
 
 def _source_key(source) -> str:
-    """What identifies a source's atoms: its description (files, selections, seeds)."""
+    """What identifies a source's conformations: its description (files, frames,
+    selections, seeds)."""
     return json.dumps(source.description(), sort_keys=True, default=str)
 
 
@@ -464,8 +465,7 @@ def render_conformations(source, spec: RenderSpec, start: int, stop: int) -> dic
     of device memory is retried in halves, and the smaller size is kept for later tasks.
 
     Returns the range, the bytes rendered, the renderers compiled, the bytes copied to the
-    host (`to_host_bytes`)
-    and written (`written_bytes`), where the task's time went (s: `read`, `render` until
+    host (`to_host_bytes`) and written (`written_bytes`), where the task's time went (s: `read`, `render` until
     the device is done, `encode` on the device, `to_host`, `write` (host encoding, when
     zarr's codec runs, and storing), `mark`) and the process's host-core time per stage
     (`cpu_user_s`/`cpu_system_s`: {stage: s}).
@@ -931,8 +931,6 @@ def render_slab(source, spec: RenderSpec, index: int, z0: int, z1: int,
     where nvCOMP runs) or `to_host`; `write`; the device stages end when the device is
     done), bytes moved, renderers built so far and peak memory.
     """
-    import jax
-
     stages = _Stages()
     source = kept_source(source)
     plan = support_plan(source, spec)
