@@ -11,7 +11,7 @@ import xarray as xr
 from helpers import DATA, relative_l2
 from cryoensemble.cli import main
 from cryoensemble.constants import PengScatteringFactorParameters
-from cryoensemble.distributed import make_local_cluster, render_ensemble
+from cryoensemble.distributed import render_ensemble
 from cryoensemble.simulator import GaussianMixtureRenderFn, GaussianMixtureVolume
 from cryoensemble.sources import MultiModelSource
 
@@ -20,10 +20,10 @@ SHAPE, VOXEL_SIZE = (30, 32, 34), 1.25
 
 
 @pytest.fixture(scope="module")
-def client():
+def client(process_cluster):
     from distributed import Client
 
-    with make_local_cluster(n_workers=1) as cluster, Client(cluster) as dask_client:
+    with Client(process_cluster) as dask_client:
         yield dask_client
 
 

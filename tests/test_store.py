@@ -38,16 +38,19 @@ from s3server import CREDENTIALS, moto_server
 
 NMR = DATA / "nmr_neopetrosiamide.pdb"
 KWARGS = dict(shape=26, voxel_size=1.0)
-ENV = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false", JAX_PLATFORMS="cpu")
+
+
+def subprocess_env() -> dict:
+    """This process's environment (read when a subprocess starts: the test session's
+    fixtures set some of it), for a CPU-only JAX that allocates as it goes."""
+    return dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false", JAX_PLATFORMS="cpu")
 
 
 @pytest.fixture(scope="module")
-def client():
+def client(process_cluster):
     from distributed import Client
 
-    from cryoensemble.distributed import make_local_cluster
-
-    with make_local_cluster(n_workers=2) as cluster, Client(cluster) as dask_client:
+    with Client(process_cluster) as dask_client:
         yield dask_client
 
 
@@ -245,7 +248,7 @@ def test_kill_during_creation_then_rerun_finishes(client, place, reference, tmp_
         location = place()
         runs[k] = location, subprocess.Popen(
             [sys.executable, str(script), location.url, json.dumps(location.storage_options),
-             str(k), str(NMR)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+             str(k), str(NMR)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
     for k, (location, run) in runs.items():
         out, err = run.communicate(timeout=300)
         assert run.returncode == -signal.SIGKILL, (k, out, err[-2000:])
@@ -269,7 +272,7 @@ def test_overwrite_replaces_half_made_store_never_a_foreign_one(client, place, r
     script = tmp_path / "kill_creation.py"
     script.write_text(KILL_DURING_CREATION)
     subprocess.run([sys.executable, str(script), location.url,
-                    json.dumps(location.storage_options), "8", str(NMR)], timeout=300, env=ENV,
+                    json.dumps(location.storage_options), "8", str(NMR)], timeout=300, env=subprocess_env(),
                    capture_output=True)
     source = MultiModelSource(NMR)
     with pytest.raises(StoreMismatchError, match="shape") as info:
@@ -303,7 +306,7 @@ def test_second_writer_refused_then_takes_over_a_dead_holder(client, place, refe
     script.write_text(HOLD_LEASE)
     holder = subprocess.Popen([sys.executable, str(script), location.url,
                                json.dumps(location.storage_options)],
-                              stdout=subprocess.PIPE, text=True, env=ENV)
+                              stdout=subprocess.PIPE, text=True, env=subprocess_env())
     try:
         assert holder.stdout.readline().strip() == "holding"
         with pytest.raises(StoreLeaseError, match=f"pid {holder.pid} on ") as info:
@@ -375,7 +378,7 @@ def test_kill_whole_job_mid_run_resumes_to_clean(client, place, morph_clean):
     args = ["render", *morph, "--out", *cli_store_args(location), "--shape", str(MORPH["shape"]),
             "--voxel-size", str(MORPH["voxel_size"]), "--batch-size", "1", "--workers", "1",
             "--quiet"]
-    job = subprocess.Popen([sys.executable, "-m", "cryoensemble", *args], env=ENV,
+    job = subprocess.Popen([sys.executable, "-m", "cryoensemble", *args], env=subprocess_env(),
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                            start_new_session=True)
     try:
