@@ -345,7 +345,8 @@ def test_racing_takers_of_a_new_local_store_one_wins(tmp_path):
     script.write_text(RACE_FOR_LEASE)
     store = str(tmp_path / "race.zarr")
     racers = [subprocess.Popen([sys.executable, str(script), store, str(go)],
-                               stdout=subprocess.PIPE, text=True, env=subprocess_env()) for _ in range(4)]
+                               stdout=subprocess.PIPE, text=True, env=subprocess_env())
+              for _ in range(4)]
     try:
         assert [p.stdout.readline().strip() for p in racers] == ["ready"] * 4
         go.touch()
