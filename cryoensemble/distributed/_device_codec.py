@@ -347,11 +347,13 @@ class ZarrChunkEncoder:
             )
         if not isinstance(volumes, jax.Array):
             volumes = jnp.asarray(volumes)
+        return self._cut(volumes, not self._contiguous)
+
+    def _cut(self, volumes: jax.Array, rearrange: bool) -> tuple[jax.Array, np.ndarray]:
+        """`chunks` of arrays already checked: the chunks on the device (`volumes` itself
+        where they lie contiguous in it: no copy) and which of them to compress."""
         fill = np.asarray(self.fill_value, self.dtype).item()
-        blocks, empty = _to_chunks(
-            volumes, self.shard_shape, self.chunk_shape, fill, not self._contiguous
-        )
-        # Whole volumes or whole z-slabs, unpadded, are already contiguous chunks: no copy.
+        blocks, empty = _to_chunks(volumes, self.shard_shape, self.chunk_shape, fill, rearrange)
         blocks = volumes if blocks is None else blocks
         wait_until_ready(empty)
         keep = ~np.asarray(empty).reshape(-1)
@@ -499,13 +501,7 @@ class ZarrChunkEncoder:
         if stop - z_start < height:
             slab = jnp.pad(slab, [(0, 0), (0, height - (stop - z_start)), (0, 0), (0, 0)],
                            constant_values=fill)
-        rearrange = self.chunk_shape[1:] != self.shard_shape[1:]
-        blocks, empty = _to_chunks(slab, self.shard_shape, self.chunk_shape, fill, rearrange)
-        blocks = slab if blocks is None else blocks
-        wait_until_ready(empty)
-        keep = ~np.asarray(empty).reshape(-1)
-        if self.write_empty_chunks:
-            keep[:] = True
+        blocks, keep = self._cut(slab, self.chunk_shape[1:] != self.shard_shape[1:])
         frames = self._frames(self.fetch(self.compress(blocks, keep)), keep)
         # The first shard's members: the shard grid is one shard across y and x, so its
         # chunks' indices are the same in a one-shard volume.

@@ -6,6 +6,7 @@ local disks and object stores follow the same rules; "done" is decided from list
 never from `os.path`.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -160,19 +161,9 @@ class StoreLocation:
         if not self.is_local:
             fs.pipe_file(path, data)
             return
-        directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
-        temporary = f"{path}.{uuid.uuid4().hex}.partial"
-        try:
-            with open(temporary, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+        with _durable_temporary(path, data) as temporary:
             os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-        fsync_directory(directory)
+        fsync_directory(os.path.dirname(path))
 
     def create_new(self, key: str, data: bytes) -> bool | None:
         """Write one local object whole only if none is there: True if this call created
@@ -183,21 +174,13 @@ class StoreLocation:
             return None
         fs, root = self.filesystem()
         path = f"{root}/{key}"
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        temporary = f"{path}.{uuid.uuid4().hex}.partial"
         try:
-            with open(temporary, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.link(temporary, path)
+            with _durable_temporary(path, data) as temporary:
+                os.link(temporary, path)
         except FileExistsError:
             return False
         except OSError:
             return None
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
         fsync_directory(os.path.dirname(path))
         return True
 
@@ -253,6 +236,23 @@ def _strip_protocol_path(path: str, root: str) -> str:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+@contextlib.contextmanager
+def _durable_temporary(path: str, data: bytes):
+    """A fsynced temporary file beside `path` holding `data` (its folder created), for
+    the caller to rename or link to `path`; removed afterwards whatever happened."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temporary = f"{path}.{uuid.uuid4().hex}.partial"
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        yield temporary
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
 
 
 def sync_files(paths) -> None:
