@@ -73,13 +73,11 @@ def batch_renderer(positions, atomic_numbers, shape):
     first = GaussianMixtureVolume.from_tabulated_parameters(
         jnp.asarray(positions[0]), PengScatteringFactorParameters(atomic_numbers)
     )
-    order, groups = GaussianMixtureRenderFn(shape, 1.0).support_plan(first)
-    order = np.arange(len(atomic_numbers)) if order is None else np.asarray(order)
-    render = GaussianMixtureRenderFn(shape, 1.0, support_groups=groups)
-    amplitudes, variances = first.amplitudes[order], first.variances[order]
+    render = GaussianMixtureRenderFn(shape, 1.0)
+    amplitudes, variances = first.amplitudes, first.variances
     run = jax.jit(lambda p: jax.lax.map(
         lambda one: render(GaussianMixtureVolume(one, amplitudes, variances)), p))
-    return run, jnp.asarray(positions[:, order])
+    return run, jnp.asarray(positions)
 
 
 def new_array(store, n, shape, chunks, shards):

@@ -307,6 +307,23 @@ def test_out_of_memory_batch_is_retried_smaller(tmp_path, monkeypatch):
     assert 0 < result["to_host_bytes"] < result["written_bytes"] < result["bytes"]
     same_render(open_store(encoded.store)["potential"].values,
                 open_store(clean.store)["potential"].values)
+
+    # A batch's objects are stored by the write-behind thread while the next renders: a
+    # write that fails there fails the task, and nothing of the range is marked done.
+    from cryoensemble.store import StoreWriter, done_conformations, open_writer
+
+    failing = planned("failing")
+    stored = StoreWriter.write_objects
+
+    def disk_full(writer, objects):
+        if any(key.startswith("c/4/") for key in objects):
+            raise OSError(28, "No space left on device")
+        return stored(writer, objects)
+
+    monkeypatch.setattr(StoreWriter, "write_objects", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        tasks.render_conformations(source, failing, 0, 5)
+    assert not done_conformations(failing.store, open_writer(failing.store).layout).any()
     monkeypatch.undo()
 
     def oom_above_one(source, spec, positions):

@@ -112,6 +112,8 @@ class WorkerState:
       batch by (grid, renderer), from device memory and lowered after an out-of-memory.
     - `device_plans`: a plan's permutation and mixture rows on the device (slabs).
     - `sources`: sources read from files, kept with their open readers (`kept_source`).
+    - `write_behind`: the thread that stores a batch's compressed objects while the task
+      renders the next batch (`render_conformations`); started on first use.
     """
 
     def __init__(self):
@@ -127,6 +129,17 @@ class WorkerState:
         self.batch_limits: dict[tuple, int] = {}
         self.device_plans = _Bounded(2)
         self.sources = _Bounded(4)
+        self.write_behind = None
+
+    def write_behind_pool(self):
+        """The single write-behind thread (one, so a process's writes keep their order and
+        each write's I/O-thread time is its own)."""
+        if self.write_behind is None:
+            import concurrent.futures
+
+            self.write_behind = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="cryoensemble-write-behind")
+        return self.write_behind
 
 
 _STATE = WorkerState()
@@ -458,40 +471,53 @@ def render_conformations(source, spec: RenderSpec, start: int, stop: int) -> dic
 
     On a GPU worker with nvCOMP (`cryoensemble.device-compression: auto`) each batch is
     cut into the store's chunks and zstd-compressed on the device, and only the
-    compressed objects reach the host, which stores them as they are
-    (`StoreWriter.write_objects`); elsewhere the batch reaches the host in pieces
-    (`host_pieces`), each written through zarr's codec pipeline. The range runs in
-    batches that fit the worker's device memory (`fitting_batch`); a batch that runs out
-    of device memory is retried in halves, and the smaller size is kept for later tasks.
+    compressed objects reach the host; a write-behind thread stores them
+    (`StoreWriter.write_objects`) while the next batch renders, so the task runs in a few
+    batches (`_PIPELINE_BATCHES`) and the disk's latency hides behind the device's work.
+    Elsewhere the batch reaches the host in pieces (`host_pieces`), each written through
+    zarr's codec pipeline. The range runs in batches that fit the worker's device memory
+    (`fitting_batch`); a batch that runs out of device memory is retried in halves, and
+    the smaller size is kept for later tasks. The marker is written only after every
+    batch's objects are stored.
 
     Returns the range, the bytes rendered, the renderers compiled, the bytes copied to the
     host (`to_host_bytes`) and written (`written_bytes`), where the task's time went (s: `read`, `render` until
     the device is done, `encode` on the device, `to_host`, `write` (host encoding, when
-    zarr's codec runs, and storing), `mark`) and the process's host-core time per stage
-    (`cpu_user_s`/`cpu_system_s`: {stage: s}).
+    zarr's codec runs, and storing; behind the next batch where objects come compressed
+    from the device), `flush` (the wait for the last writes), `mark`) and the host-core
+    time per stage of the threads running it (`cpu_user_s`/`cpu_system_s`: {stage: s}).
     """
     source = kept_source(source)
-    profile = _Profile()
+    behind = encodes_on_device()
+    profile = _Profile(per_thread=behind)
     compiles = _STATE.compiles
     fits = fitting_batch(spec)
+    size = spec.batch_size
+    if behind:
+        fits = min(fits, _pipeline_batch(size))
     # Equal batches of the planned size's parts (the same few sizes on every task: one
     # compile each), not a full batch and a padded remainder.
-    size = spec.batch_size
     if fits < size:
         size = -(-size // -(-size // fits))
+    writes: list = []
     a = start
-    while a < stop:
-        b = min(stop, a + size)
-        try:
-            _render_and_write(source, spec, a, b, size, profile)
-        except Exception as error:  # noqa: BLE001 - only device OOM is retried
-            if size == 1 or not is_device_out_of_memory(error):
-                raise
-            size = max(1, size // 2)
-            _STATE.batch_limits[_batch_key(spec)] = size
-            profile.retries += 1
-            continue
-        a = b
+    try:
+        while a < stop:
+            b = min(stop, a + size)
+            try:
+                _render_and_write(source, spec, a, b, size, profile, writes)
+            except Exception as error:  # noqa: BLE001 - only device OOM is retried
+                if size == 1 or not is_device_out_of_memory(error):
+                    raise
+                size = max(1, size // 2)
+                _STATE.batch_limits[_batch_key(spec)] = size
+                profile.retries += 1
+                continue
+            a = b
+        with profile.stage("flush"):
+            _finish_writes(writes)
+    finally:
+        _finish_writes(writes, quietly=True)  # no write outlives a failed task
     with profile.stage("mark"):
         store_writer(spec).mark_rendered(start, stop)
     volume_bytes = int(np.prod(spec.shape)) * 4
@@ -500,33 +526,76 @@ def render_conformations(source, spec: RenderSpec, start: int, stop: int) -> dic
             "compiles": _STATE.compiles - compiles, **profile.result()}
 
 
+# Where a write-behind thread stores each batch while the next renders, a task of at least
+# twice `_MIN_PIPELINE_BATCH` conformations runs in `_PIPELINE_BATCHES` batches. Few and
+# large: nvCOMP's zstd compresses each chunk in one pass of its own, so a call takes about
+# as long for 64 volumes as for 256 (benchmarks/device_codec.py), and smaller batches
+# would leave the device idle.
+_PIPELINE_BATCHES = 2
+_MIN_PIPELINE_BATCH = 64
+
+
+def _pipeline_batch(task_size: int) -> int:
+    """The batch size that splits a task of `task_size` conformations into up to
+    `_PIPELINE_BATCHES` equal batches of at least `_MIN_PIPELINE_BATCH`."""
+    parts = max(1, min(_PIPELINE_BATCHES, task_size // _MIN_PIPELINE_BATCH))
+    return -(-task_size // parts)
+
+
+def _finish_writes(writes: list, quietly: bool = False) -> None:
+    """Wait for the write-behind futures in `writes` (emptied), raising the first error
+    unless `quietly` (a task already failing waits only so that nothing outlives it)."""
+    while writes:
+        future = writes.pop(0)
+        if quietly:
+            future.exception()
+        else:
+            future.result()
+
+
 class _Profile:
-    """Wall time and this process's user/system CPU time per task stage."""
+    """Wall time and host-core (user/system) time per task stage: of the whole process
+    where stages run one after another, else (`per_thread`: the write-behind path) of the
+    thread that runs the stage plus, for `write`, the I/O threads it starts, so that
+    stages running at once are each counted once."""
 
-    STAGES = ("read", "render", "encode", "to_host", "write", "mark")
+    STAGES = ("read", "render", "encode", "to_host", "write", "flush", "mark")
 
-    def __init__(self):
+    def __init__(self, per_thread: bool = False):
+        import resource
+        import threading
+
+        self._scope = resource.RUSAGE_THREAD if per_thread else resource.RUSAGE_SELF
+
         self.wall = dict.fromkeys(self.STAGES, 0.0)
         self.user = dict.fromkeys(self.STAGES, 0.0)
         self.system = dict.fromkeys(self.STAGES, 0.0)
         self.to_host_bytes = 0
         self.written_bytes = 0
         self.retries = 0
+        self._lock = threading.Lock()
 
-    def stage(self, name: str):
+    def stage(self, name: str, io_cpu=None):
+        """Time a block of this thread as stage `name`; `io_cpu`, a callable returning the
+        (user, system) s spent so far by I/O threads the block starts, adds theirs."""
         import contextlib
         import resource
 
         @contextlib.contextmanager
         def timed():
-            usage, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            usage = resource.getrusage(self._scope)
+            io = io_cpu() if io_cpu else (0.0, 0.0)
+            t = time.perf_counter()
             try:
                 yield
             finally:
-                after = resource.getrusage(resource.RUSAGE_SELF)
-                self.wall[name] += time.perf_counter() - t
-                self.user[name] += after.ru_utime - usage.ru_utime
-                self.system[name] += after.ru_stime - usage.ru_stime
+                wall = time.perf_counter() - t
+                after = resource.getrusage(self._scope)
+                io_after = io_cpu() if io_cpu else (0.0, 0.0)
+                with self._lock:
+                    self.wall[name] += wall
+                    self.user[name] += after.ru_utime - usage.ru_utime + io_after[0] - io[0]
+                    self.system[name] += after.ru_stime - usage.ru_stime + io_after[1] - io[1]
 
         return timed()
 
@@ -536,8 +605,11 @@ class _Profile:
                 "to_host_bytes": self.to_host_bytes, "written_bytes": self.written_bytes}
 
 
-def _render_and_write(source, spec: RenderSpec, a: int, b: int, size: int, profile) -> None:
-    """Render conformations [a, b) as one batch padded to `size`, write their shards."""
+def _render_and_write(source, spec: RenderSpec, a: int, b: int, size: int, profile,
+                      writes: list) -> None:
+    """Render conformations [a, b) as one batch padded to `size`, write their shards (on
+    the device-compressed path: hand them to the write-behind thread, appending its
+    future to `writes`, at most two outstanding)."""
     with profile.stage("read"):
         positions = _pad_batch(_read(source, spec, a, b), size)
     with profile.stage("render"):
@@ -554,7 +626,11 @@ def _render_and_write(source, spec: RenderSpec, a: int, b: int, size: int, profi
             profile.to_host_bytes += sum(len(p) for p in payload)
         del blocks, frames
         with profile.stage("write"):
-            profile.written_bytes += writer.write_objects(encoder.assemble(payload, keep, a))
+            # Bytes objects: the staging buffer under `payload` is reused by the next fetch.
+            objects = encoder.assemble(payload, keep, a)
+            while len(writes) >= 2:
+                writes.pop(0).result()
+        writes.append(_STATE.write_behind_pool().submit(_write_objects, writer, objects, profile))
         return
     copies = host_pieces(volumes, b - a)
     while True:
@@ -567,6 +643,14 @@ def _render_and_write(source, spec: RenderSpec, a: int, b: int, size: int, profi
         with profile.stage("write"):
             writer.write_volumes(a + offset, host)
         profile.written_bytes += host.nbytes  # raw; zarr compresses it
+
+
+def _write_objects(writer, objects: dict, profile) -> None:
+    """The write-behind thread's work: store one batch's objects (fsynced)."""
+    with profile.stage("write", lambda: writer.io_cpu_s):
+        written = writer.write_objects(objects)
+    with profile._lock:
+        profile.written_bytes += written
 
 
 def _wait_until_ready(array) -> None:

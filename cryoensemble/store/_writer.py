@@ -11,6 +11,7 @@ not fsynced: one lost in a crash only makes its conformation render again.
 """
 
 import os
+import threading
 
 import numpy as np
 
@@ -253,6 +254,13 @@ class StoreWriter:
         # once by zarr, then stored as plain objects (no codec pipeline per conformation).
         self._marker = _one_chunk(self._rendered)
         self._empty_record = _one_chunk(self._empty)
+        self._io_cpu, self._io_lock = [0.0, 0.0], threading.Lock()
+
+    @property
+    def io_cpu_s(self) -> tuple[float, float]:
+        """CPU time (user, system s) spent so far by the threads this writer started to
+        write and fsync local files (the calling threads' own time is theirs to count)."""
+        return self._io_cpu[0], self._io_cpu[1]
 
     def write_volumes(self, start: int, volumes: np.ndarray, z_start: int = 0) -> None:
         """Write `volumes` (n, z, y, x) into `potential[start:start+n, z_start:z_start+z]`:
@@ -309,8 +317,11 @@ class StoreWriter:
         if not self.location.is_local:
             fs.pipe({f"{root}/{key}": bytes(value) for key, value in objects.items()})
             return
-        write_files({os.path.join(root, *key.split("/")): value for key, value in objects.items()},
-                    durable)
+        user, system = write_files(
+            {os.path.join(root, *key.split("/")): value for key, value in objects.items()}, durable)
+        with self._io_lock:
+            self._io_cpu[0] += user
+            self._io_cpu[1] += system
 
     def _record_empty(self, empty) -> None:
         """Record `(conformation, shard)`s whose shard holds only zeros."""
