@@ -134,9 +134,9 @@ def default_batch_size(n_todo: int, n_workers: int, volume_bytes: int,
     """Conformations per task: enough tasks to balance (~4 per worker), and at most ~256
     MiB of volumes where the host compresses them, or, where workers compress on their
     devices (`device_encoded`), up to 512 conformations and ~4 GiB: nvCOMP's time per
-    call has a floor that large batches amortise, and workers run a task in two batches
-    (one is stored while the next renders; `tasks.render_conformations`), each fitting
-    their device memory (`tasks.fitting_batch`)."""
+    call has a floor that large batches amortise, and workers run a task in two or more
+    batches (one is stored while the next renders; `tasks.render_conformations`), each
+    fitting their device memory (`tasks.fitting_batch`)."""
     by_balance = max(1, n_todo // max(1, 4 * n_workers))
     if device_encoded:
         return int(max(1, min(512, by_balance, (4 * 2**30) // volume_bytes)))
