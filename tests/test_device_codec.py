@@ -279,9 +279,9 @@ def test_out_of_memory_batch_is_retried_smaller(tmp_path, monkeypatch):
 
     source = TrajectorySource(DATA / "adk.psf", DATA / "adk_dims.dcd")
 
-    def planned(name):
+    def planned(name, batch_size=4):
         plan = plan_render(source, shape=24, voxel_size=3.0, store=str(tmp_path / name),
-                           batch_size=4, n_workers=1)
+                           batch_size=batch_size, n_workers=1)
         prepare_store(plan.store, plan.layout, plan.parameters, plan.source.labels(),
                       plan.attributes)
         return plan.spec
@@ -324,6 +324,20 @@ def test_out_of_memory_batch_is_retried_smaller(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         tasks.render_conformations(source, failing, 0, 5)
     assert not done_conformations(failing.store, open_writer(failing.store).layout).any()
+
+    # A failed write is never taken for the device running out of memory (which retries
+    # the batch rendering, not the lost write): batches of 1 and 2, the first write's
+    # error met while the third batch waits for room behind.
+    def exhausted(writer, objects):
+        if any(key.startswith("c/0/") for key in objects):
+            raise RuntimeError("RESOURCE_EXHAUSTED: out of memory")
+        return stored(writer, objects)
+
+    monkeypatch.setattr(StoreWriter, "write_objects", exhausted)
+    lost = planned("lost", batch_size=2)
+    with pytest.raises(RuntimeError, match="RESOURCE_EXHAUSTED"):
+        tasks.render_conformations(source, lost, 0, 5)
+    assert not done_conformations(lost.store, open_writer(lost.store).layout).any()
     monkeypatch.undo()
 
     def oom_above_one(source, spec, positions):

@@ -484,7 +484,7 @@ def render_conformations(source, spec: RenderSpec, start: int, stop: int) -> dic
     host (`to_host_bytes`) and written (`written_bytes`), where the task's time went (s: `read`, `render` until
     the device is done, `encode` on the device, `to_host`, `write` (host encoding, when
     zarr's codec runs, and storing; behind the next batch where objects come compressed
-    from the device), `flush` (the wait for the last writes), `mark`) and the host-core
+    from the device), `flush` (waits for writes behind), `mark`) and the host-core
     time per stage of the threads running it (`cpu_user_s`/`cpu_system_s`: {stage: s}).
     """
     source = kept_source(source)
@@ -504,6 +504,11 @@ def render_conformations(source, spec: RenderSpec, start: int, stop: int) -> dic
     try:
         while a < stop:
             b = min(stop, a + size)
+            # At most two batches stored behind; their errors fail the task (outside the
+            # retry below: a batch whose write failed must not be marked).
+            with profile.stage("flush"):
+                while len(writes) >= 2:
+                    writes.pop(0).result()
             try:
                 _render_and_write(source, spec, a, b, size, profile, writes)
             except Exception as error:  # noqa: BLE001 - only device OOM is retried
@@ -599,6 +604,11 @@ class _Profile:
 
         return timed()
 
+    def count_written(self, n_bytes: int) -> None:
+        """Add bytes stored (from any thread)."""
+        with self._lock:
+            self.written_bytes += n_bytes
+
     def result(self) -> dict:
         return {**{f"{k}_s": v for k, v in self.wall.items()},
                 "cpu_user_s": dict(self.user), "cpu_system_s": dict(self.system),
@@ -609,7 +619,7 @@ def _render_and_write(source, spec: RenderSpec, a: int, b: int, size: int, profi
                       writes: list) -> None:
     """Render conformations [a, b) as one batch padded to `size`, write their shards (on
     the device-compressed path: hand them to the write-behind thread, appending its
-    future to `writes`, at most two outstanding)."""
+    future to `writes`)."""
     with profile.stage("read"):
         positions = _pad_batch(_read(source, spec, a, b), size)
     with profile.stage("render"):
@@ -628,8 +638,6 @@ def _render_and_write(source, spec: RenderSpec, a: int, b: int, size: int, profi
         with profile.stage("write"):
             # Bytes objects: the staging buffer under `payload` is reused by the next fetch.
             objects = encoder.assemble(payload, keep, a)
-            while len(writes) >= 2:
-                writes.pop(0).result()
         writes.append(_STATE.write_behind_pool().submit(_write_objects, writer, objects, profile))
         return
     copies = host_pieces(volumes, b - a)
@@ -648,9 +656,7 @@ def _render_and_write(source, spec: RenderSpec, a: int, b: int, size: int, profi
 def _write_objects(writer, objects: dict, profile) -> None:
     """The write-behind thread's work: store one batch's objects (fsynced)."""
     with profile.stage("write", lambda: writer.io_cpu_s):
-        written = writer.write_objects(objects)
-    with profile._lock:
-        profile.written_bytes += written
+        profile.count_written(writer.write_objects(objects))
 
 
 def _wait_until_ready(array) -> None:
