@@ -18,6 +18,7 @@ Two evaluations share that formula:
 """
 
 import functools
+import inspect
 import math
 
 import jax
@@ -275,6 +276,32 @@ def _scatter_voxels(grid, start, blocks):
     )
 
 
+def _compiled_whole(*static: str):
+    """Run the kernel compiled whole, its voxel size a compile-time constant, unless the
+    voxel size is traced (then inline, as it is written): an eager call (a notebook's
+    `render(volume)`) then compiles once instead of op by op, each op compiled on its own,
+    and under a caller's jit the kernel is traced inline either way. The voxel size stays
+    a constant, as in a caller's jit over a render function: traced, XLA computes the
+    rows and voxels scatters of atoms on a window boundary differently (0.7% off)."""
+
+    def decorate(function):
+        compiled = jax.jit(function, static_argnames=static + ("voxel_size",))
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def call(*args, **kwargs):
+            arguments = signature.bind(*args, **kwargs).arguments
+            if isinstance(arguments["voxel_size"], jax.core.Tracer):
+                return function(*args, **kwargs)
+            arguments["voxel_size"] = float(arguments["voxel_size"])
+            return compiled(**arguments)
+
+        return call
+
+    return decorate
+
+
+@_compiled_whole("shape", "groups", "z_size", "n_batches", "scatter")
 def render_local(
     positions: Float[Array, "n 3"],
     amplitudes: Float[Array, "n g"],
@@ -385,6 +412,7 @@ def _accumulate(offsets, amplitudes, variances, voxel_size, z_start, *, shape, g
         first += count
     return grid[pad : pad + z_size, pad : pad + ny, pad : pad + nx]
 
+@_compiled_whole("shape", "batch_size", "n_batches")
 def render_dense(
     positions: Float[Array, "n 3"],
     amplitudes: Float[Array, "n g"],
