@@ -36,7 +36,8 @@ Timing: one warm-up call (reported as "first call", compile included for JAX met
 for cryoensemble it starts from a fresh volume, so sizing its support plan is in it), then
 the median of ``--repeats`` calls, timed in 5 rounds that visit every method of the case
 in turn; JAX results are `block_until_ready`-ed. ``--first-call`` instead times each stage
-of cryoensemble's first call (sizing, trace, lower, compile, execute) in this process.
+of cryoensemble's first call (sizing, trace, lower, compile, execute) in this process,
+then a first and a second call of a new render function without jit (as in a notebook).
 The last column is time(cryojax spread (3,3,5,5,9)) / time(method): > 1 is faster.
 
 Accuracy: relative L2 error against a float64 reference rendered by cryoensemble with
@@ -309,6 +310,10 @@ def first_call_stages(case: Case) -> dict:
     stage("execute", lambda: compiled(volume).block_until_ready())
     stages["first call"] = sum(v for k, v in stages.items() if k != "backend")
     stage("warm", lambda: compiled(volume).block_until_ready())
+    # A notebook's call without jit (a new render function: its sizing is timed too).
+    eager = GaussianMixtureRenderFn(case.shape, VOXEL_SIZE)
+    stage("eager first call", lambda: eager(volume).block_until_ready())
+    stage("eager warm", lambda: eager(volume).block_until_ready())
     return stages
 
 
