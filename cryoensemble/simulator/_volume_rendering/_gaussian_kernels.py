@@ -281,8 +281,9 @@ def _compiled_whole(*static: str):
     voxel size is traced (then inline, as it is written): an eager call (a notebook's
     `render(volume)`) then compiles once instead of op by op, each op compiled on its own,
     and under a caller's jit the kernel is traced inline either way. The voxel size stays
-    a constant, as in a caller's jit over a render function: traced, XLA computes the
-    rows and voxels scatters of atoms on a window boundary differently (0.7% off)."""
+    a constant, as in a caller's jit over a render function: traced, XLA's fused rows and
+    voxels scatters may place the window of an atom exactly on a boundary one voxel
+    off."""
 
     def decorate(function):
         compiled = jax.jit(function, static_argnames=static + ("voxel_size",))
@@ -411,6 +412,7 @@ def _accumulate(offsets, amplitudes, variances, voxel_size, z_start, *, shape, g
             grid = add_group(grid, offsets[part], amplitudes[part], variances[part], radius, k)
         first += count
     return grid[pad : pad + z_size, pad : pad + ny, pad : pad + nx]
+
 
 @_compiled_whole("shape", "batch_size", "n_batches")
 def render_dense(
