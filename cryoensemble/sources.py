@@ -90,6 +90,14 @@ class AbstractEnsembleSource(ABC):
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if k != "_models"}
 
+    def reuse_open_files(self, other: "AbstractEnsembleSource") -> None:
+        """Take over what `other` has opened or parsed (models, an MDAnalysis Universe):
+        `other` is a source of the same class and atoms (`atoms_description`) read from
+        the same unchanged files, e.g. other frames of the same trajectory, so a worker
+        rendering them does not open the files again. By default the parsed models."""
+        if "_models" in other.__dict__:
+            self.__dict__["_models"] = other.__dict__["_models"]
+
     def _read_model(self, path: str, model_index):
         """The atomic model of `path` (all models if `model_index` is None) with the
         source's atom `selection`."""
@@ -380,6 +388,10 @@ class TrajectorySource(AbstractEnsembleSource):
     def atoms_description(self):
         return {key: value for key, value in self.description().items() if key != "frames"}
 
+    def reuse_open_files(self, other):
+        # Same topology, trajectories and selection: the open Universe serves any frames.
+        self.reader = other.reader
+
     def input_files(self):
         return [self.topology, *self.trajectories]
 
@@ -537,6 +549,9 @@ class CycledSource(AbstractEnsembleSource):
     def atoms_description(self):
         return self.source.atoms_description()
 
+    def reuse_open_files(self, other):
+        self.source.reuse_open_files(other.source)
+
     def input_files(self):
         return self.source.input_files()
 
@@ -603,6 +618,9 @@ class TiledSource(AbstractEnsembleSource):
     def atoms_description(self):
         return {"kind": "tiled", "copies": list(self.copies),
                 "source": self.source.atoms_description()}
+
+    def reuse_open_files(self, other):
+        self.source.reuse_open_files(other.source)
 
     def input_files(self):
         return self.source.input_files()

@@ -67,3 +67,40 @@ def test_a_trajectory_source_travels_as_file_names_and_reads_the_same():
     np.testing.assert_array_equal(copy.read(0, 3), source.read(0, 3))
     with pytest.raises(EnsembleSourceError, match="selection"):
         TrajectorySource(DATA / "adk.psf", DATA / "adk_dims.dcd", selection="resname (")
+
+
+def test_a_worker_opens_a_trajectory_once_for_all_its_frame_selections(monkeypatch):
+    """A second render of other frames of the same files (a notebook's next frame, the
+    warm huge-atom render) reuses the Universe the worker opened, and reads the right
+    frames; other atoms (a selection) or changed files open their own."""
+    import MDAnalysis
+
+    from cryoensemble.distributed import tasks
+    from cryoensemble.io import trajectories
+    from cryoensemble.sources import TiledSource
+
+    opened = []
+    real_open = trajectories._open_universe
+    monkeypatch.setattr(trajectories, "_open_universe",
+                        lambda *a: opened.append(a) or real_open(*a))
+    monkeypatch.setattr(tasks, "_STATE", tasks.WorkerState())
+    box = np.diag([80.0, 80.0, 80.0])
+
+    def sent(frames, selection="all"):  # what the client puts in the task graph
+        unit = TrajectorySource(DATA / "adk.psf", DATA / "adk_dims.dcd", frames=frames,
+                                selection=selection)
+        return pickle.dumps(TiledSource(unit, (1, 1, 2), box))
+
+    graphs = [sent("0:1"), sent("7:9"), sent("7:9", selection="name CA")]
+    opened.clear()  # the client's own opens do not count
+    first, second, other_atoms = (tasks.kept_source(pickle.loads(g)) for g in graphs)
+    first.read(0, 1)
+    positions = second.read(0, 2)
+    assert len(opened) == 1
+    universe = MDAnalysis.Universe(str(DATA / "adk.psf"), str(DATA / "adk_dims.dcd"))
+    universe.trajectory[8]
+    np.testing.assert_array_equal(positions[1, : universe.atoms.n_atoms], universe.atoms.positions)
+    np.testing.assert_allclose(positions[1, universe.atoms.n_atoms:],
+                               universe.atoms.positions + [0.0, 0.0, 80.0], atol=1e-4)
+    other_atoms.read(0, 1)
+    assert len(opened) == 2

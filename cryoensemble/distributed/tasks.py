@@ -180,8 +180,9 @@ def kept_source(source):
     """This process's copy of an equal source from an earlier task or render: for a
     source read from files (same description; the files' sizes and modification times
     unchanged), the first copy is kept with what it opened (an MDAnalysis Universe,
-    parsed models), which each newly unpickled copy would open again. A source without
-    files is used as given."""
+    parsed models), which each newly unpickled copy would open again; a source of other
+    conformations of the same atoms and files (other frames) takes over what the last
+    such copy opened. A source without files is used as given."""
     files = source.input_files()
     if not files:
         return source
@@ -190,6 +191,15 @@ def kept_source(source):
     except OSError:
         return source  # its own read names the missing file
     key = (type(source).__qualname__, _source_key(source), stats)
+    if key in _STATE.sources:
+        return _STATE.sources.get_or_make(key, lambda: source)
+    # Other conformations of the same atoms from the same files (the next frames of a
+    # trajectory): what an earlier source opened serves this one too.
+    same_atoms = (type(source).__qualname__, _atoms_key(source), stats)
+    earlier = next((kept for (kind, _, kept_stats), kept in reversed(_STATE.sources.items())
+                    if (kind, _atoms_key(kept), kept_stats) == same_atoms), None)
+    if earlier is not None:
+        source.reuse_open_files(earlier)
     return _STATE.sources.get_or_make(key, lambda: source)
 
 
