@@ -1029,8 +1029,10 @@ def render_slab(source, spec: RenderSpec, index: int, z0: int, z1: int,
     planes and slab capacities, once per conformation; `select`, `render` (compiles
     included, once); `encode` (zstd on the device and the compressed shard to the host,
     where nvCOMP runs) or `to_host`; `write`; the device stages end when the device is
-    done), bytes moved, renderers built so far and peak memory.
+    done), bytes moved, renderers built so far, peak memory, and when the task `started`
+    and `finished` (seconds since the epoch: a timeline across the workers of a host).
     """
+    started = time.time()
     stages = _Stages()
     source = kept_source(source)
     plan = support_plan(source, spec)
@@ -1079,7 +1081,7 @@ def render_slab(source, spec: RenderSpec, index: int, z0: int, z1: int,
             "to_host_bytes": to_host, **stages.result(),
             "seconds": sum(stages.seconds[s][0] for s in stages.seconds),
             "pid": os.getpid(), "compiles": compile_count(), "peak_rss_mib": _peak_rss_mib(),
-            "peak_device_mib": _peak_device_mib()}
+            "peak_device_mib": _peak_device_mib(), "started": started, "finished": time.time()}
 
 
 def _peak_rss_mib() -> float:
