@@ -6,17 +6,23 @@ atoms; `--copies 6,7,7` gives 10.8M) and rendered at 512^3 the way a user calls 
 cluster, the z-slab split and the batch come from the product's defaults unless an
 option names them. Two renders on one cluster: `cold` (frame 0: the workers' first
 render, compiles included) and `warm` (frame 1, the next volume). Slab renders equal the
-unsplit render bit for bit on CPU (tests/test_ensemble.py), so no error is computed here.
+unsplit render bit for bit on CPU (tests/test_ensemble.py); the error printed is that of a
+32^3 block of the stored volume across a slab boundary at the grid's centre, against the
+float64 exact voxel average of the atoms that reach it (`exact_reference`, as
+`ensemble.py`).
 
-Per stage (summed over slab tasks): wall seconds (`select` and `render` end when the
+The timeline says when each worker's slab tasks ran (from the render's start): the
+critical path. Per stage (summed over slab tasks): wall seconds (`select` and `render` end when the
 device is done), host-core user and system seconds; bytes to the device, to the host and
 in the store; compiles, peak device memory and RSS per worker.
 
     python benchmarks/large_atoms.py                 # CPU workers
     python benchmarks/large_atoms.py --gpus 1        # GPU workers
+    python benchmarks/large_atoms.py --gpus 2 --copies 6,7,7 --json out.json
 """
 
 import argparse
+import json
 import os
 import pathlib
 import shutil
@@ -26,7 +32,8 @@ import time
 import numpy as np
 
 
-from _common import DATA, machine_line
+from _common import DATA, machine_line, relative_l2
+from ensemble import exact_reference
 
 
 STAGES = ("plan", "read", "select", "render", "encode", "to_host", "write")
@@ -50,6 +57,8 @@ def main(argv=None):
     parser.add_argument("--gpus", type=int)
     parser.add_argument("--processes-per-gpu", type=int, help="default: the product's")
     parser.add_argument("--threads-per-process", type=int, help="default: the product's")
+    parser.add_argument("--no-error", action="store_true", help="skip the float64 block check")
+    parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
 
     from distributed import Client
@@ -75,13 +84,16 @@ def main(argv=None):
                   f"{time.perf_counter() - start:.1f} s")
             print(f"# {'x'.join(map(str, copies))} images of the unit, grid {args.shape}^3 at "
                   f"{args.voxel_size} A")
+            output = {"machine": machine_line(start_jax=False), "copies": list(copies),
+                      "shape": args.shape, "voxel_size": args.voxel_size, "gpus": args.gpus,
+                      "workers": len(client.scheduler_info()["workers"]), "runs": {}}
             for name, frame in (("cold", 0), ("warm", 1)):
                 unit = TrajectorySource(DATA / "adk_oplsaa.pdb", DATA / "adk_oplsaa.xtc",
                                         frames=f"{frame}:{frame + 1}")
                 source = TiledSource(unit, copies, box)
                 store = f"{workdir}/{name}.zarr"
                 before = client.run(tasks.compile_count)
-                t0 = time.perf_counter()
+                t0, epoch = time.perf_counter(), time.time()
                 # What render_ensemble(source, ..., client=client) does, keeping the tasks'
                 # reports. Tiles beyond the grid are cropped on purpose: the grid is the
                 # workload.
@@ -95,14 +107,74 @@ def main(argv=None):
                 print(_report(name, source, plan, results, t1 - t0, t2 - t0,
                               sum(after[w] - before.get(w, 0) for w in after),
                               _bytes_under(store)), flush=True)
+                print(_timeline(results, epoch, t2 - t0), flush=True)
+                error = None if args.no_error else _block_error(source, plan, store)
+                if error is not None:
+                    print(f"error of a 32^3 block across a slab boundary vs float64 exact: "
+                          f"{error:.1e}", flush=True)
+                slabs = [r for r in _flatten(results) if "z0" in r]
+                output["runs"][name] = {
+                    "seconds": t2 - t0, "plan_s": t1 - t0, "error": error,
+                    "slabs": len(slabs), "n_atoms": source.n_atoms,
+                    "stages": {st: {w: sum(r.get(f"{st}_{w}", 0.0) for r in slabs)
+                                    for w in ("s", "user_s", "system_s")} for st in STAGES},
+                    "peak_device_mib": max([r["peak_device_mib"] for r in slabs
+                                            if r.get("peak_device_mib") is not None],
+                                           default=None)}
                 pools = [m for m in client.run(_device_pool).values() if m is not None]
                 if pools:
                     print(f"device memory held by the workers' JAX pools: largest "
                           f"{max(pools) / 2**30:.2f} GiB, all {sum(pools) / 2**30:.2f} GiB",
                           flush=True)
+            if args.json:
+                with open(args.json, "w") as handle:
+                    json.dump(output, handle, indent=2)
     finally:
         cluster.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _timeline(results, epoch: float, elapsed: float) -> str:
+    """Per worker process: its slabs and when they ran, seconds from the render's start."""
+    slabs = [r for r in _flatten(results) if "started" in r]
+    if not slabs:
+        return ""
+    lines = ["| worker | slabs | first start s | last end s | busy s | read s |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for pid in sorted({r["pid"] for r in slabs}):
+        mine = [r for r in slabs if r["pid"] == pid]
+        lines.append(f"| {pid} | {len(mine)} | {min(r['started'] for r in mine) - epoch:.2f} | "
+                     f"{max(r['finished'] for r in mine) - epoch:.2f} | "
+                     f"{sum(r['finished'] - r['started'] for r in mine):.2f} | "
+                     f"{sum(r.get('read_s', 0.0) for r in mine):.2f} |")
+    last = max(r["finished"] for r in slabs) - epoch
+    lines.append(f"last slab done at {last:.2f} s; the client had every result at {elapsed:.2f} s")
+    return "\n".join(lines)
+
+
+def _block_error(source, plan, store, edge: int = 32) -> float:
+    """Relative L2 error of a block of the stored volume (edge^3 voxels at the grid's
+    centre, across a slab boundary) against the float64 exact voxel average of the atoms
+    that reach it (within 10 A of it)."""
+    import zarr
+
+    shape, voxel_size = plan.spec.shape, plan.spec.voxel_size
+    z_chunk = plan.layout.z_chunk
+    z0 = max(0, (shape[0] // 2 // z_chunk) * z_chunk - edge // 2)
+    corner = np.array([z0, shape[1] // 2 - edge // 2, shape[2] // 2 - edge // 2])
+    stored = np.asarray(zarr.open_group(store, mode="r")["potential"][
+        0, corner[0]:corner[0] + edge, corner[1]:corner[1] + edge, corner[2]:corner[2] + edge])
+    # The positions the renderer gets: float32 minus the centre in float32 (at hundreds of
+    # A from the origin, float64 centring would differ by ~1e-5 A, an error of the input's
+    # precision, not of the rendering).
+    positions = (source.read(0, 1)[0] - np.asarray(plan.spec.centre, np.float32)).astype(np.float64)
+    # Voxel i of an axis of n sits at (i - n // 2) * voxel_size; block voxel j at big-grid
+    # index corner + j, i.e. at (j - edge // 2) * voxel_size after this shift (x, y, z).
+    shift = ((corner + edge // 2 - np.asarray(shape) // 2) * voxel_size)[::-1]
+    local = positions - shift
+    near = np.all(np.abs(local) <= edge / 2 * voxel_size + 10.0, axis=1)
+    reference = exact_reference(local[near], source.atomic_numbers[near], (edge,) * 3, voxel_size)
+    return relative_l2(stored, reference)
 
 
 def _report(name, source, plan, results, plan_s, elapsed, compiles, stored) -> str:

@@ -598,10 +598,14 @@ def main(argv=None) -> None:
     cases = load_cases(args.cases, args.data_dir)
     notes = [note for case in cases for note in case.notes]
     if args.first_call:
+        first = {}
         for case in cases:
-            stages = first_call_stages(case)
+            first[case.name] = stages = first_call_stages(case)
             print(f"# first call, {case.name} ({case.n_atoms:,} atoms, {case.shape}): "
                   + ", ".join(f"{k} {v:.3f} s" for k, v in stages.items()))
+        if args.json:
+            pathlib.Path(args.json).write_text(json.dumps(
+                {"machine": machine_info(), "first_call": first}, indent=2) + "\n")
         return
 
     # References first: the timed process must not hold the accelerator's memory while
