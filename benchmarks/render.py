@@ -339,8 +339,11 @@ def setup_cryojax(case: Case, n_spread, budget_gb: float, notes: list[str]) -> C
             notes.append(f"{case.name}: cryojax spread {n_spread} with n_batches={n_batches}")
     render = cxs.GaussianMixtureRenderFn(case.shape, VOXEL_SIZE, n_spread=n_spread,
                                          n_batches=n_batches)
-    f = jax.jit(lambda p: render(cxs.GaussianMixtureVolume(p, amplitudes, variances)))
-    return lambda: f(positions).block_until_ready()
+    # Called as a cryojax user writes it, like cryoensemble above: the volume (built
+    # outside jit, float32) is the argument.
+    volume = cxs.GaussianMixtureVolume(positions, amplitudes, variances)
+    f = jax.jit(lambda v: render(v))
+    return lambda: f(volume).block_until_ready()
 
 
 def setup_gemmi(case: Case, notes: list[str]) -> Callable:
