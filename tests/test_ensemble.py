@@ -369,3 +369,31 @@ def test_workers_plan_atoms_once_for_all_frames(tmp_path):
     assert tiled is not first and plan_of(TiledSource(trajectory("2:3"), (1, 1, 2), box)) is tiled
     protein = plan_of(trajectory("0:1", selection="protein"))
     assert protein is not first and protein.n_atoms < first.n_atoms
+
+
+def test_default_tasks_fit_a_cluster_with_little_memory_per_worker(tmp_path):
+    """A cluster whose workers have 250 MB each: the default task (16 volumes of 160^3,
+    256 MiB, on workers with room) shrinks to fit, rather than the render being refused
+    (`check_memory`), and every conformation is rendered."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from cryoensemble.sources import CycledSource
+
+    source = CycledSource(TrajectorySource(DATA / "adk.psf", DATA / "adk_dims.dcd",
+                                           frames="0:4"), 64)
+    # The workers' memory limit is only reported, not enforced: JAX alone exceeds it.
+    quiet = {f"distributed.worker.memory.{k}": False
+             for k in ("target", "spill", "pause", "terminate")}
+    with dask.config.set(quiet), LocalCluster(n_workers=1, threads_per_worker=1,
+                                              memory_limit="250MB") as cluster, \
+            Client(cluster) as client:
+        roomy = plan_render(source, shape=160, voxel_size=1.0, store=str(tmp_path / "a.zarr"),
+                            n_workers=1)
+        assert roomy.memory_per_task_bytes > 250e6  # what the default used to be
+        dataset = render_ensemble(source, shape=160, voxel_size=1.0, client=client,
+                                  store=str(tmp_path / "s.zarr"))
+        assert int(dataset["rendered"].sum()) == 64
+        frame = direct_render(source.read(5, 6)[0] - centre_of(source).astype(np.float32),
+                              source.atomic_numbers, (160, 160, 160), 1.0)
+        assert relative_l2(dataset["potential"][5].values, frame) <= 1e-6

@@ -68,13 +68,15 @@ class RenderPlan:
         """`(start, stop)` of the conformations each task (or slab-split one) renders."""
         return _runs(np.asarray(self.todo, np.int64), self.batch_size, self.n_batches)
 
-    def for_workers(self, n_workers: int, device_encoded: bool = False) -> "RenderPlan":
+    def for_workers(self, n_workers: int, device_encoded: bool = False,
+                    memory_bytes: int | None = None) -> "RenderPlan":
         """The plan with its batch size sized for `n_workers` tasks at once (unless given);
-        `device_encoded`: the workers compress on their devices (see `default_batch_size`)."""
+        `device_encoded`: the workers compress on their devices; `memory_bytes`: host
+        memory per task slot (see `default_batch_size`)."""
         if not self.auto_batch or self.n_batches > 1:
             return self
         size = default_batch_size(len(self.todo), n_workers, int(np.prod(self.spec.shape)) * 4,
-                                  device_encoded)
+                                  device_encoded, memory_bytes)
         return dataclasses.replace(self, spec=dataclasses.replace(self.spec, batch_size=size))
 
     @property
@@ -130,19 +132,23 @@ class RenderReport:
 
 
 def default_batch_size(n_todo: int, n_workers: int, volume_bytes: int,
-                       device_encoded: bool = False) -> int:
+                       device_encoded: bool = False, memory_bytes: int | None = None) -> int:
     """Conformations per task: enough tasks to balance (~4 per worker), and at most ~256
     MiB of volumes where the host compresses them, or, where workers compress on their
     devices (`device_encoded`), up to 512 conformations and ~4 GiB: nvCOMP's time per
     call has a floor that large batches amortise, and workers run a task in two or more
     batches (one is stored while the next renders; `tasks.render_conformations`), each
-    fitting their device memory (`tasks.fitting_batch`). Tasks are then evened out to a
-    multiple of `n_workers`, so no worker runs one task more than the others at the end."""
+    fitting their device memory (`tasks.fitting_batch`). Where the workers' host memory
+    per task slot (`memory_bytes`) is known, a task's volumes take at most half of it (the
+    memory check counts them raw). Tasks are then evened out to a multiple of `n_workers`,
+    so no worker runs one task more than the others at the end."""
     by_balance = max(1, n_todo // max(1, 4 * n_workers))
     if device_encoded:
         most = int(max(1, min(512, by_balance, (4 * 2**30) // volume_bytes)))
     else:
         most = int(max(1, min(64, by_balance, (256 * 2**20) // volume_bytes)))
+    if memory_bytes:
+        most = max(1, min(most, int(memory_bytes) // 2 // volume_bytes))
     n_tasks = -(-n_todo // most)
     if n_tasks > n_workers:
         n_tasks = -(-n_tasks // n_workers) * n_workers
@@ -475,7 +481,8 @@ def render_ensemble(
         return plan
     with connect(client, scheduler_address, gpus, n_workers, scheduler_file=scheduler_file,
                  security=security) as dask_client:
-        plan = plan.for_workers(_task_slots(dask_client), workers_encode_on_device(dask_client))
+        plan = plan.for_workers(_task_slots(dask_client), workers_encode_on_device(dask_client),
+                                _worker_memory(dask_client))
         if not embedded:
             _checks.check_memory(plan, _worker_memory(dask_client), "the cluster")
         run_plan(plan, dask_client, overwrite=overwrite, progress=progress)
