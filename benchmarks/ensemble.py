@@ -133,7 +133,7 @@ def run_loop(source, shape, voxel_size, out_dir, use_cryojax):
     return name, n / elapsed, volume, positions[n - 1]
 
 
-STAGES = ("read", "render", "encode", "to_host", "write", "flush", "mark")
+STAGES = ("read", "read_wait", "render", "encode", "to_host", "write", "flush", "mark")
 
 
 def stage_profile(tasks: list, frames: int) -> dict:

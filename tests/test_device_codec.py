@@ -298,13 +298,19 @@ def test_out_of_memory_batch_is_retried_smaller(tmp_path, monkeypatch):
     tasks.worker_state().batch_limits.clear()
     tasks.render_conformations(source, clean, 0, 5)
 
-    # The GPU workers' task path (encoded objects stored as they are), with host frames.
-    monkeypatch.setattr(tasks, "_device_encoder", lambda spec, writer, volumes: ZarrChunkEncoder(
-        writer.potential_array, compressor="numcodecs"))
+    # The GPU workers' task path (encoded objects stored as they are, the next batch read
+    # ahead), with host frames.
+    def gpu_path():
+        monkeypatch.setattr(tasks, "encodes_on_device", lambda: True)
+        monkeypatch.setattr(tasks, "_device_encoder", lambda spec, writer, volumes: (
+            ZarrChunkEncoder(writer.potential_array, compressor="numcodecs")))
+
+    gpu_path()
     encoded = planned("encoded")
     result = tasks.render_conformations(source, encoded, 0, 5)
     # Frames cross to the host; checksums and shard indexes are added there.
     assert 0 < result["to_host_bytes"] < result["written_bytes"] < result["bytes"]
+    assert tasks.worker_state().read_ahead is not None and result["read_s"] > 0
     same_render(open_store(encoded.store)["potential"].values,
                 open_store(clean.store)["potential"].values)
 
@@ -347,13 +353,16 @@ def test_out_of_memory_batch_is_retried_smaller(tmp_path, monkeypatch):
         return render(source, spec, positions)
 
     monkeypatch.setattr(tasks, "_render_batch", oom_above_one)
-    retried = planned("retried")
-    result = tasks.render_conformations(source, retried, 0, 5)
-    assert result["batch"] == 1 and result["retries"] == 2
-    assert tasks.worker_state().batch_limits[(retried.shape, retried.renderer)] == 1
-    same_render(open_store(retried.store)["potential"].values,
-                open_store(clean.store)["potential"].values)
-    tasks.worker_state().batch_limits.clear()
+    for name in ("retried", "retried ahead"):  # also with batches read ahead
+        if name == "retried ahead":
+            gpu_path()
+        retried = planned(name)
+        result = tasks.render_conformations(source, retried, 0, 5)
+        assert result["batch"] == 1 and result["retries"] == 2
+        assert tasks.worker_state().batch_limits[(retried.shape, retried.renderer)] == 1
+        same_render(open_store(retried.store)["potential"].values,
+                    open_store(clean.store)["potential"].values)
+        tasks.worker_state().batch_limits.clear()
 
     def broken(source, spec, positions):
         raise RuntimeError("INVALID_ARGUMENT: something else")

@@ -114,6 +114,8 @@ class WorkerState:
     - `sources`: sources read from files, kept with their open readers (`kept_source`).
     - `write_behind`: the thread that stores a batch's compressed objects while the task
       renders the next batch (`render_conformations`); started on first use.
+    - `read_ahead`: the thread that reads a task's next batch while this one renders;
+      started on first use.
     """
 
     def __init__(self):
@@ -130,16 +132,26 @@ class WorkerState:
         self.device_plans = _Bounded(2)
         self.sources = _Bounded(4)
         self.write_behind = None
+        self.read_ahead = None
 
     def write_behind_pool(self):
         """The single write-behind thread (one, so a process's writes keep their order and
         each write's I/O-thread time is its own)."""
         if self.write_behind is None:
-            import concurrent.futures
-
-            self.write_behind = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="cryoensemble-write-behind")
+            self.write_behind = _one_thread("cryoensemble-write-behind")
         return self.write_behind
+
+    def read_ahead_pool(self):
+        """The single read-ahead thread (one: a source's reader serves one read at a time)."""
+        if self.read_ahead is None:
+            self.read_ahead = _one_thread("cryoensemble-read-ahead")
+        return self.read_ahead
+
+
+def _one_thread(name: str):
+    import concurrent.futures
+
+    return concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
 
 
 _STATE = WorkerState()
@@ -482,8 +494,9 @@ def render_conformations(source, spec: RenderSpec, start: int, stop: int) -> dic
     On a GPU worker with nvCOMP (`cryoensemble.device-compression: auto`) each batch is
     cut into the store's chunks and zstd-compressed on the device, and only the
     compressed objects reach the host; a write-behind thread stores them
-    (`StoreWriter.write_objects`) while the next batch renders, so the task runs in a few
-    batches (`_PIPELINE_BATCHES`) and the disk's latency hides behind the device's work.
+    (`StoreWriter.write_objects`) while the next batch renders, and a read-ahead thread
+    reads the next batch meanwhile, so the task runs in a few batches
+    (`_PIPELINE_BATCHES`) and the disk's latency hides behind the device's work.
     Elsewhere the batch reaches the host in pieces (`host_pieces`), each written through
     zarr's codec pipeline. The range runs in batches that fit the worker's device memory
     (`fitting_batch`); a batch that runs out of device memory is retried in halves, and
@@ -491,7 +504,8 @@ def render_conformations(source, spec: RenderSpec, start: int, stop: int) -> dic
     batch's objects are stored.
 
     Returns the range, the bytes rendered, the renderers compiled, the bytes copied to the
-    host (`to_host_bytes`) and written (`written_bytes`), where the task's time went (s: `read`, `render` until
+    host (`to_host_bytes`) and written (`written_bytes`), where the task's time went (s: `read` (ahead
+    of the batch where a read-ahead thread reads), `read_wait` (for the batch read ahead), `render` until
     the device is done, `encode` on the device, `to_host`, `write` (host encoding, when
     zarr's codec runs, and storing; behind the next batch where objects come compressed
     from the device), `flush` (waits for writes behind), `mark`) and the host-core
@@ -510,6 +524,7 @@ def render_conformations(source, spec: RenderSpec, start: int, stop: int) -> dic
     if fits < size:
         size = -(-size // -(-size // fits))
     writes: list = []
+    ahead = None  # (first, stop, size, future): the batch the read-ahead thread reads
     a = start
     try:
         while a < stop:
@@ -519,8 +534,16 @@ def render_conformations(source, spec: RenderSpec, start: int, stop: int) -> dic
             with profile.stage("flush"):
                 while len(writes) >= 2:
                     writes.pop(0).result()
+            positions = None
+            if behind:  # this batch as read ahead, and the next one read while it renders
+                if ahead is None or ahead[:3] != (a, b, size):
+                    ahead = _read_ahead(source, spec, a, b, size, profile)
+                with profile.stage("read_wait"):
+                    positions = ahead[3].result()
+                ahead = (_read_ahead(source, spec, b, min(stop, b + size), size, profile)
+                         if b < stop else None)
             try:
-                _render_and_write(source, spec, a, b, size, profile, writes)
+                _render_and_write(source, spec, a, b, size, profile, writes, positions)
             except Exception as error:  # noqa: BLE001 - only device OOM is retried
                 if size == 1 or not is_device_out_of_memory(error):
                     raise
@@ -557,6 +580,16 @@ def _pipeline_batch(task_size: int) -> int:
     return -(-task_size // parts)
 
 
+def _read_ahead(source, spec: RenderSpec, a: int, b: int, size: int, profile) -> tuple:
+    """Start reading conformations [a, b), padded to `size`, on the read-ahead thread."""
+
+    def read():
+        with profile.stage("read"):
+            return _pad_batch(_read(source, spec, a, b), size)
+
+    return a, b, size, _STATE.read_ahead_pool().submit(read)
+
+
 def _finish_writes(writes: list, quietly: bool = False) -> None:
     """Wait for the write-behind futures in `writes` (emptied), raising the first error
     unless `quietly` (a task already failing waits only so that nothing outlives it)."""
@@ -574,7 +607,7 @@ class _Profile:
     thread that runs the stage plus, for `write`, the I/O threads it starts, so that
     stages running at once are each counted once."""
 
-    STAGES = ("read", "render", "encode", "to_host", "write", "flush", "mark")
+    STAGES = ("read", "read_wait", "render", "encode", "to_host", "write", "flush", "mark")
 
     def __init__(self, per_thread: bool = False):
         import resource
@@ -626,12 +659,13 @@ class _Profile:
 
 
 def _render_and_write(source, spec: RenderSpec, a: int, b: int, size: int, profile,
-                      writes: list) -> None:
-    """Render conformations [a, b) as one batch padded to `size`, write their shards (on
-    the device-compressed path: hand them to the write-behind thread, appending its
-    future to `writes`)."""
-    with profile.stage("read"):
-        positions = _pad_batch(_read(source, spec, a, b), size)
+                      writes: list, positions=None) -> None:
+    """Render conformations [a, b) as one batch padded to `size` (`positions` if read
+    already), write their shards (on the device-compressed path: hand them to the
+    write-behind thread, appending its future to `writes`)."""
+    if positions is None:
+        with profile.stage("read"):
+            positions = _pad_batch(_read(source, spec, a, b), size)
     with profile.stage("render"):
         volumes = _render_batch(source, spec, positions)
         _wait_until_ready(volumes)
