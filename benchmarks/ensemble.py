@@ -136,6 +136,28 @@ def run_loop(source, shape, voxel_size, out_dir, use_cryojax):
 STAGES = ("read", "read_wait", "render", "encode", "to_host", "write", "flush", "mark")
 
 
+def task_timeline(tasks: list, epoch: float) -> dict | None:
+    """Per worker process, (min, max) over workers of: its tasks, the seconds its tasks
+    ran, when its first started and its last ended (from `epoch`): what the stages do not
+    show (waits between tasks, a worker with one task more)."""
+    per_worker: dict = {}
+    for task in tasks:
+        if "started" in task:
+            per_worker.setdefault(task["pid"], []).append(task)
+    if not per_worker:
+        return None
+
+    def spread(values):
+        values = list(values)
+        return [min(values), max(values)]
+
+    mine = per_worker.values()
+    return {"tasks": spread(len(ts) for ts in mine),
+            "busy_s": spread(sum(t["finished"] - t["started"] for t in ts) for ts in mine),
+            "first_start_s": spread(min(t["started"] for t in ts) - epoch for ts in mine),
+            "last_end_s": spread(max(t["finished"] for t in ts) - epoch for ts in mine)}
+
+
 def stage_profile(tasks: list, frames: int) -> dict:
     """Per stage, summed over tasks, per volume: wall ms (`render` until the device is
     done and `encode` on the device are GPU time), and the worker processes' host-core
@@ -300,7 +322,7 @@ def time_one_shape(args, client, dims, shape, n_frames, slots, device_encoded, w
                     voxel_size=args.voxel_size, store=warm_store,
                     client=client, overwrite=True, batch_size=batch, dtype=args.dtype)
     cpu_before = host_cpu_seconds()
-    start = time.perf_counter()
+    start, epoch = time.perf_counter(), time.time()
     plan = plan_render(source, shape=shape, voxel_size=args.voxel_size, store=store,
                        batch_size=batch, dtype=args.dtype)
     planned = time.perf_counter()
@@ -327,7 +349,8 @@ def time_one_shape(args, client, dims, shape, n_frames, slots, device_encoded, w
     run.update(fps=fps, error=error, verify_ok=None if verified is None else verified.ok,
                batch_size=batch,
                store_bytes=size, protocol=store.protocol, profile=profile,
-               host_cores_busy=cpu, client_s=client_stages)
+               host_cores_busy=cpu, client_s=client_stages,
+               timeline=task_timeline(tasks, epoch))
     grid = "x".join(map(str, shape))
     print(f"\n## {grid}: {n_frames} frames, {fps:.1f} frames/s, error {error:.1e}, verify "
           f"{'skipped' if verified is None else 'ok' if verified.ok else verified.bad or verified.metadata}"
@@ -345,6 +368,12 @@ def time_one_shape(args, client, dims, shape, n_frames, slots, device_encoded, w
           f" MiB; store {size / 2**20:.0f} MiB ({size / (n_frames * volume_bytes):.4f} of raw)")
     print(f"to host {profile['to_host_bytes'] * fps / 1e9:.3f} GB/s, raw volumes "
           f"{fps * volume_bytes / 1e9:.2f} GB/s")
+    if run["timeline"]:
+        t = run["timeline"]
+        print(f"tasks per worker {t['tasks'][0]}-{t['tasks'][1]}; per worker, tasks ran "
+              f"{t['busy_s'][0]:.2f}-{t['busy_s'][1]:.2f} s of the {elapsed:.2f} s, the first "
+              f"starting at {t['first_start_s'][0]:.2f}-{t['first_start_s'][1]:.2f} s and the last "
+              f"ending at {t['last_end_s'][0]:.2f}-{t['last_end_s'][1]:.2f} s")
     if cpu:
         print(f"host cores busy during the run (of {os.cpu_count()}): " +
               ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))

@@ -152,7 +152,7 @@ def default_batch_size(n_todo: int, n_workers: int, volume_bytes: int,
     n_tasks = -(-n_todo // most)
     if n_tasks > n_workers:
         n_tasks = -(-n_tasks // n_workers) * n_workers
-    return int(max(1, -(-n_todo // n_tasks)))
+    return int(max(1, -(-n_todo // max(1, n_tasks))))
 
 
 # Window voxels (atoms x k^3) per volume above which a volume is split into z-slabs by
@@ -577,11 +577,10 @@ def _source_in_graph(source, n_tasks: int):
     worker that holds it (where there are at most twice as many tasks as task slots, dask
     does not queue them), and work stealing moves only some away: 10 of a 10.8M-atom
     render's 16 slabs ran on one of 8 GPU workers."""
-    import pickle
-
+    import cloudpickle  # as dask sends it: sources may be local classes
     import dask
 
-    if len(pickle.dumps(source)) * n_tasks <= _EMBEDDED_SOURCE_BYTES:
+    if len(cloudpickle.dumps(source)) * n_tasks <= _EMBEDDED_SOURCE_BYTES:
         return source
     return dask.delayed(source, pure=True, traverse=False)
 

@@ -508,9 +508,11 @@ def render_conformations(source, spec: RenderSpec, start: int, stop: int) -> dic
     of the batch where a read-ahead thread reads), `read_wait` (for the batch read ahead), `render` until
     the device is done, `encode` on the device, `to_host`, `write` (host encoding, when
     zarr's codec runs, and storing; behind the next batch where objects come compressed
-    from the device), `flush` (waits for writes behind), `mark`) and the host-core
-    time per stage of the threads running it (`cpu_user_s`/`cpu_system_s`: {stage: s}).
+    from the device), `flush` (waits for writes behind), `mark`), the host-core
+    time per stage of the threads running it (`cpu_user_s`/`cpu_system_s`: {stage: s}),
+    and the worker process and when the task `started` and `finished` (epoch s).
     """
+    started = time.time()
     source = kept_source(source)
     behind = encodes_on_device()
     profile = _Profile(per_thread=behind)
@@ -561,7 +563,8 @@ def render_conformations(source, spec: RenderSpec, start: int, stop: int) -> dic
     volume_bytes = int(np.prod(spec.shape)) * 4
     return {"start": start, "stop": stop, "bytes": volume_bytes * (stop - start),
             "batch": size, "retries": profile.retries, "peak_device_mib": _peak_device_mib(),
-            "compiles": _STATE.compiles - compiles, **profile.result()}
+            "compiles": _STATE.compiles - compiles, "pid": os.getpid(), "started": started,
+            "finished": time.time(), **profile.result()}
 
 
 # Where a write-behind thread stores each batch while the next renders, a task of at least
