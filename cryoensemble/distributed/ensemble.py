@@ -575,8 +575,7 @@ def _source_in_graph(source, n_tasks: int):
     small, else one key that every task depends on. Tasks without a dependency are spread
     over the workers by their load when submitted; a shared key draws each task to the
     worker that holds it (where there are at most twice as many tasks as task slots, dask
-    does not queue them), and work stealing moves only some away: 10 of a 10.8M-atom
-    render's 16 slabs ran on one of 8 GPU workers."""
+    does not queue them), and work stealing moves only some away."""
     import cloudpickle  # as dask sends it: sources may be local classes
     import dask
 
