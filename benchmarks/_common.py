@@ -23,6 +23,15 @@ def relative_l2(a, b) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
+def tasks_by_worker(results) -> dict:
+    """Task results that say when they ran (`started`, `finished`), grouped by worker pid."""
+    grouped: dict = {}
+    for result in results:
+        if "started" in result:
+            grouped.setdefault(result["pid"], []).append(result)
+    return grouped
+
+
 def timed(fn, repeats: int = 5) -> float:
     """Median seconds of `repeats` calls of `fn` after one warm-up call."""
     fn()

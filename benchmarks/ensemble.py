@@ -38,7 +38,7 @@ import time
 import numpy as np
 
 
-from _common import DATA, machine_line, relative_l2
+from _common import DATA, machine_line, relative_l2, tasks_by_worker
 
 
 def exact_reference(positions: np.ndarray, atomic_numbers: np.ndarray, shape, voxel_size) -> np.ndarray:
@@ -140,10 +140,7 @@ def task_timeline(tasks: list, epoch: float) -> dict | None:
     """Per worker process, (min, max) over workers of: its tasks, the seconds its tasks
     ran, when its first started and its last ended (from `epoch`): what the stages do not
     show (waits between tasks, a worker with one task more)."""
-    per_worker: dict = {}
-    for task in tasks:
-        if "started" in task:
-            per_worker.setdefault(task["pid"], []).append(task)
+    per_worker = tasks_by_worker(tasks)
     if not per_worker:
         return None
 

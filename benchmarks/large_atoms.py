@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 
-from _common import DATA, machine_line, relative_l2
+from _common import DATA, machine_line, relative_l2, tasks_by_worker
 from ensemble import exact_reference
 
 
@@ -136,18 +136,17 @@ def main(argv=None):
 
 def _timeline(results, epoch: float, elapsed: float) -> str:
     """Per worker process: its slabs and when they ran, seconds from the render's start."""
-    slabs = [r for r in _flatten(results) if "started" in r]
-    if not slabs:
+    per_worker = tasks_by_worker(_flatten(results))
+    if not per_worker:
         return ""
     lines = ["| worker | slabs | first start s | last end s | busy s | read s |",
              "| --- | --- | --- | --- | --- | --- |"]
-    for pid in sorted({r["pid"] for r in slabs}):
-        mine = [r for r in slabs if r["pid"] == pid]
+    for pid, mine in sorted(per_worker.items()):
         lines.append(f"| {pid} | {len(mine)} | {min(r['started'] for r in mine) - epoch:.2f} | "
                      f"{max(r['finished'] for r in mine) - epoch:.2f} | "
                      f"{sum(r['finished'] - r['started'] for r in mine):.2f} | "
                      f"{sum(r.get('read_s', 0.0) for r in mine):.2f} |")
-    last = max(r["finished"] for r in slabs) - epoch
+    last = max(r["finished"] for mine in per_worker.values() for r in mine) - epoch
     lines.append(f"last slab done at {last:.2f} s; the client had every result at {elapsed:.2f} s")
     return "\n".join(lines)
 
