@@ -399,3 +399,18 @@ def test_default_tasks_fit_a_cluster_with_little_memory_per_worker(tmp_path):
         frame = direct_render(source.read(5, 6)[0] - centre_of(source).astype(np.float32),
                               source.atomic_numbers, (160, 160, 160), 1.0)
         assert relative_l2(dataset["potential"][5].values, frame) <= 1e-6
+
+
+@pytest.mark.parametrize("frames, slots, edge, device", [
+    (24000, 8, 96, True), (24000, 4, 96, True), (12000, 8, 128, True), (3000, 8, 256, True),
+    (8000, 8, 96, True), (2000, 2, 96, False), (997, 3, 64, False)])
+def test_default_tasks_give_every_slot_as_many(frames, slots, edge, device):
+    """The default batch cuts a render into a multiple of the task slots' count of tasks
+    (here, where the frames divide among the slots), so no worker runs a last task alone."""
+    from cryoensemble.distributed.ensemble import default_batch_size
+
+    batch = default_batch_size(frames, slots, edge**3 * 4, device)
+    n_tasks = -(-frames // batch)
+    assert n_tasks >= slots
+    if frames % slots == 0:
+        assert n_tasks % slots == 0, (batch, n_tasks)

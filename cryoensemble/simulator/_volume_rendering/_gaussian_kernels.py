@@ -281,9 +281,10 @@ def _compiled_whole(*static: str):
     voxel size is traced (then inline, as it is written): an eager call (a notebook's
     `render(volume)`) then compiles once instead of op by op, each op compiled on its own,
     and under a caller's jit the kernel is traced inline either way. The voxel size stays
-    a constant, as in a caller's jit over a render function: traced, XLA's fused rows and
-    voxels scatters may place the window of an atom exactly on a boundary one voxel
-    off."""
+    a constant, as in a caller's jit over a render function: traced, 1 / voxel size is
+    rounded in float32, and the window of an atom exactly on a boundary may start one
+    voxel off (either window covers the atom's support; only bitwise equality with a
+    slab render is lost)."""
 
     def decorate(function):
         compiled = jax.jit(function, static_argnames=static + ("voxel_size",))
