@@ -488,3 +488,32 @@ def test_memory_store():
         np.testing.assert_array_equal(open_store(location)["potential"].values, volumes)
         assert list(open_store(location)["label"].values) == ["a", "b"]
         assert verify_store(location).ok
+
+
+def test_durable_local_writes_land_whole_and_leave_no_descriptor_open(tmp_path):
+    """`write_files` (how workers store device-compressed chunks): more files than one
+    fsync group land byte for byte in new nested folders, and a write that fails midway
+    (a file stands where a folder must go) raises with every descriptor it opened closed."""
+    from cryoensemble.store._location import _FSYNC_GROUP, write_files
+
+    def open_descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    rng = np.random.default_rng(0)
+    files = {str(tmp_path / "p" / "c" / str(i) / "0" / "0"): rng.bytes(int(rng.integers(0, 9000)))
+             for i in range(2 * _FSYNC_GROUP + 5)}
+    before = open_descriptors()
+    write_files(files, durable=True)
+    assert open_descriptors() == before
+    for path, data in files.items():
+        with open(path, "rb") as handle:
+            assert handle.read() == data
+
+    (tmp_path / "blocked").write_bytes(b"a file, not a folder")
+    broken = dict(list(files.items())[:10])
+    broken[str(tmp_path / "blocked" / "0" / "0")] = b"x"
+    broken.update(dict(list(files.items())[10:20]))
+    before = open_descriptors()
+    with pytest.raises(OSError):
+        write_files({k + ".new": v for k, v in broken.items()}, durable=True)
+    assert open_descriptors() == before
