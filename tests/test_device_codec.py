@@ -399,3 +399,44 @@ def test_planning_starts_no_jax_backend(tmp_path):
                              capture_output=True, env=dict(os.environ, JAX_PLATFORMS="tpu"),
                              timeout=300)
     assert failing.returncode != 0
+
+
+def test_tasks_smaller_than_the_batch_store_only_their_conformations_without_compiling(
+        tmp_path, monkeypatch):
+    """The default plan ends in tasks smaller than its batch (`_guided_tail`); on the GPU
+    task path they render padded to the batch and compress only their own volumes: the
+    store equals a plain render of the same conformations, the padding is neither stored
+    nor marked, and no task size cuts chunks of a new shape (an XLA compile each)."""
+    from cryoensemble.distributed import _device_codec, plan_render, tasks
+    from cryoensemble.sources import TrajectorySource
+    from cryoensemble.store import done_conformations, open_store, prepare_store
+    from helpers import DATA
+
+    source = TrajectorySource(DATA / "adk.psf", DATA / "adk_dims.dcd")
+
+    def planned(name):
+        plan = plan_render(source, shape=24, voxel_size=3.0, store=str(tmp_path / name),
+                           batch_size=4, n_workers=1)
+        prepare_store(plan.store, plan.layout, plan.parameters, plan.source.labels(),
+                      plan.attributes)
+        return plan
+
+    clean = planned("clean")
+    tasks.render_conformations(source, clean.spec, 0, 7)
+    monkeypatch.setattr(tasks, "encodes_on_device", lambda: True)
+    monkeypatch.setattr(tasks, "_device_encoder", lambda spec, writer, volumes: (
+        ZarrChunkEncoder(writer.potential_array, compressor="numcodecs")))
+    encoded = planned("encoded")
+    tasks.render_conformations(source, encoded.spec, 0, 4)
+    shapes = _device_codec._to_chunks._cache_size()
+    for a, b in [(4, 6), (6, 7)]:
+        tasks.render_conformations(source, encoded.spec, a, b)
+    assert _device_codec._to_chunks._cache_size() == shapes
+    done = done_conformations(encoded.store, encoded.layout)
+    assert done[:7].all() and not done[7:].any()
+    stored = {p.relative_to(tmp_path / "encoded").parts[2]
+              for p in (tmp_path / "encoded" / "potential" / "c").rglob("*") if p.is_file()}
+    assert stored == {str(i) for i in range(7)}
+    ours = open_store(encoded.store)["potential"].values[:7]
+    theirs = open_store(clean.store)["potential"].values[:7]
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6 * np.abs(theirs).max())

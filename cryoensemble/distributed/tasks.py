@@ -676,7 +676,11 @@ def _render_and_write(source, spec: RenderSpec, a: int, b: int, size: int, profi
     encoder = _device_encoder(spec, writer, volumes)
     if encoder is not None:
         with profile.stage("encode"):
-            blocks, keep = encoder.chunks(volumes[: b - a] if b - a < size else volumes)
+            # The whole padded batch is cut into chunks, its padding never compressed: the
+            # real volumes alone would be a new shape (one compile) for each last batch.
+            blocks, keep = encoder.chunks(volumes)
+            real = len(keep) // size * (b - a)
+            keep[real:] = False
             frames = encoder.compress(blocks, keep)
         with profile.stage("to_host"):
             payload = encoder.fetch(frames)
@@ -684,7 +688,7 @@ def _render_and_write(source, spec: RenderSpec, a: int, b: int, size: int, profi
         del blocks, frames
         with profile.stage("write"):
             # Bytes objects: the staging buffer under `payload` is reused by the next fetch.
-            objects = encoder.assemble(payload, keep, a)
+            objects = encoder.assemble(payload, keep[:real], a)
         writes.append(_STATE.write_behind_pool().submit(_write_objects, writer, objects, profile))
         return
     copies = host_pieces(volumes, b - a)
