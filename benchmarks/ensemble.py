@@ -287,7 +287,7 @@ def time_one_shape(args, client, dims, shape, n_frames, slots, device_encoded, w
     batch size, the timed render with its stage profile, accuracy and `verify`."""
     from cryoensemble.cli import parse_storage_option
     from cryoensemble.distributed import plan_render, render_ensemble, run_plan
-    from cryoensemble.distributed.ensemble import default_batch_size
+    from cryoensemble.distributed.ensemble import _worker_memory
     from cryoensemble.sources import CycledSource
     from cryoensemble.store import as_location, open_store, verify_store
 
@@ -308,8 +308,17 @@ def time_one_shape(args, client, dims, shape, n_frames, slots, device_encoded, w
     if fs.exists(root):
         fs.rm(root, recursive=True)
     volume_bytes = int(np.prod(shape)) * 4
-    # The batch size render_ensemble would choose, fixed so the warm-up compiles it.
-    batch = args.batch_size or default_batch_size(n_frames, slots, volume_bytes, device_encoded)
+
+    def planned_as_render_ensemble():
+        """What render_ensemble(source, ..., client=client) plans: sized for this cluster's
+        task slots, device codec and worker memory (the tail of smaller tasks included)."""
+        plan = plan_render(source, shape=shape, voxel_size=args.voxel_size, store=store,
+                           n_workers=slots, batch_size=args.batch_size, dtype=args.dtype)
+        return plan.for_workers(slots, device_encoded, _worker_memory(client))
+
+    # The batch size render_ensemble chooses, known before the timed render so that the
+    # warm-up compiles it.
+    batch = planned_as_render_ensemble().batch_size
     warm_start = time.perf_counter()
     # A fresh warm-up store: one left complete by an earlier cluster of the same run
     # would render nothing, and this cluster would compile inside the timed render.
@@ -320,8 +329,7 @@ def time_one_shape(args, client, dims, shape, n_frames, slots, device_encoded, w
                     client=client, overwrite=True, batch_size=batch, dtype=args.dtype)
     cpu_before = host_cpu_seconds()
     start, epoch = time.perf_counter(), time.time()
-    plan = plan_render(source, shape=shape, voxel_size=args.voxel_size, store=store,
-                       batch_size=batch, dtype=args.dtype)
+    plan = planned_as_render_ensemble()
     planned = time.perf_counter()
     report = run_plan(plan, client)
     elapsed = time.perf_counter() - start
