@@ -311,7 +311,7 @@ def time_one_shape(args, client, dims, shape, n_frames, slots, device_encoded, w
 
     def planned_as_render_ensemble():
         """What render_ensemble(source, ..., client=client) plans: sized for this cluster's
-        task slots, device codec and worker memory (the tail of smaller tasks included)."""
+        task slots, device codec and worker memory."""
         plan = plan_render(source, shape=shape, voxel_size=args.voxel_size, store=store,
                            n_workers=slots, batch_size=args.batch_size, dtype=args.dtype)
         return plan.for_workers(slots, device_encoded, _worker_memory(client))

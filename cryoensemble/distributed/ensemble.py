@@ -35,8 +35,7 @@ class RenderPlan:
       `n_batches` (atoms split by z-slabs or atom groups), `todo` (the conformations
       still to render; `auto_batch` if the batch size was sized from the workers),
       `parameters` and `attributes` recorded in the store, `n_done` already there, the
-      largest support radius and window, and the `task_slots` the batch was sized for
-      (0 where the caller gave the batch: its tasks keep that size; see `_guided_tail`).
+      largest support radius and window.
     """
 
     source: AbstractEnsembleSource
@@ -51,7 +50,6 @@ class RenderPlan:
     n_done: int
     support_radius: float
     window: int
-    task_slots: int = 0
 
     @property
     def store(self) -> "store_module.StoreLocation":
@@ -68,8 +66,7 @@ class RenderPlan:
     @property
     def runs(self) -> tuple:
         """`(start, stop)` of the conformations each task (or slab-split one) renders."""
-        return _runs(np.asarray(self.todo, np.int64), self.batch_size, self.n_batches,
-                     self.task_slots)
+        return _runs(np.asarray(self.todo, np.int64), self.batch_size, self.n_batches)
 
     def for_workers(self, n_workers: int, device_encoded: bool = False,
                     memory_bytes: int | None = None) -> "RenderPlan":
@@ -80,8 +77,7 @@ class RenderPlan:
             return self
         size = default_batch_size(len(self.todo), n_workers, int(np.prod(self.spec.shape)) * 4,
                                   device_encoded, memory_bytes)
-        return dataclasses.replace(self, spec=dataclasses.replace(self.spec, batch_size=size),
-                                   task_slots=int(n_workers))
+        return dataclasses.replace(self, spec=dataclasses.replace(self.spec, batch_size=size))
 
     @property
     def n_tasks(self) -> int:
@@ -267,32 +263,11 @@ def _element_counts(numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.unique(numbers, return_counts=True)
 
 
-def _runs(todo: np.ndarray, batch_size: int, n_batches: int, task_slots: int = 0) -> tuple:
+def _runs(todo: np.ndarray, batch_size: int, n_batches: int) -> tuple:
     """`(start, stop)` of each task, in the order they run."""
     if n_batches == 1:
-        return tuple(_guided_tail(_contiguous_batches(todo, batch_size), task_slots))
+        return tuple(_contiguous_batches(todo, batch_size))
     return tuple((int(i), int(i) + 1) for i in todo)
-
-
-def _guided_tail(runs: list, task_slots: int) -> list:
-    """The last round of tasks (one per task slot) cut into halves and then quarters, run
-    after every full task: workers finish together though some run slower (the slots of
-    one GPU share it, and GPUs and their hosts' paths differ), since a worker that
-    finishes early takes the next small task instead of idling while the slowest runs a
-    full one. Tasks smaller than the batch reuse its compiled renderer (padded), so the
-    tail costs no compile. Unchanged with fewer than two rounds or `task_slots` 0."""
-    if task_slots < 1 or len(runs) < 2 * task_slots:
-        return runs
-    halves, quarters = [], []
-    for a, b in runs[-task_slots:]:
-        half = (b - a) // 2
-        quarter = (b - a - half) // 2
-        if quarter < 1:
-            halves.append((a, b))
-            continue
-        halves.append((a, a + half))
-        quarters += [(a + half, a + half + quarter), (a + half + quarter, b)]
-    return runs[:-task_slots] + halves + quarters
 
 
 def plan_render(
@@ -376,7 +351,7 @@ def run_plan(plan: RenderPlan, client, *, overwrite: bool = False,
         # Decided again under the lease: another run may have finished some meanwhile,
         # and a replaced store starts empty.
         todo = np.flatnonzero(~store_module.done_conformations(plan.store, plan.layout))
-        runs = _runs(todo, plan.batch_size, plan.n_batches, plan.task_slots)
+        runs = _runs(todo, plan.batch_size, plan.n_batches)
         stages = {"prepare": time.perf_counter() - start}
         if not runs:
             return RenderReport(plan, [], stages)
@@ -624,7 +599,8 @@ def _graph(plan: RenderPlan, runs) -> list:
 
     if plan.n_batches == 1:
         graph = []
-        # In the order of `runs` (dask would otherwise order independent tasks by name).
+        # In the order of the conformations (dask would otherwise run independent tasks by
+        # name, from the last): a stopped render leaves its first conformations done.
         for order, (a, b) in enumerate(runs):
             with dask.annotate(priority=len(runs) - order):
                 graph.append(dask.delayed(tasks.render_conformations, pure=False)(
