@@ -136,10 +136,16 @@ def run_loop(source, shape, voxel_size, out_dir, use_cryojax):
 STAGES = ("read", "read_wait", "render", "encode", "to_host", "write", "flush", "mark")
 
 
-def task_timeline(tasks: list, epoch: float) -> dict | None:
+def _pid_and_device() -> tuple:
+    """(pid, CUDA_VISIBLE_DEVICES) of the worker process it runs in (`client.run`)."""
+    return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def task_timeline(tasks: list, epoch: float, devices: dict) -> dict | None:
     """Per worker process, (min, max) over workers of: its tasks, the seconds its tasks
     ran, when its first started and its last ended (from `epoch`): what the stages do not
-    show (waits between tasks, a worker with one task more)."""
+    show (waits between tasks, a worker with one task more); and the seconds its tasks
+    ran over the workers of each device (`devices`: {pid: CUDA_VISIBLE_DEVICES})."""
     per_worker = tasks_by_worker(tasks)
     if not per_worker:
         return None
@@ -149,10 +155,15 @@ def task_timeline(tasks: list, epoch: float) -> dict | None:
         return [min(values), max(values)]
 
     mine = per_worker.values()
+    by_device: dict = {}
+    for pid, ts in per_worker.items():
+        by_device.setdefault(str(devices.get(pid)), []).append(
+            sum(t["finished"] - t["started"] for t in ts))
     return {"tasks": spread(len(ts) for ts in mine),
             "busy_s": spread(sum(t["finished"] - t["started"] for t in ts) for ts in mine),
             "first_start_s": spread(min(t["started"] for t in ts) - epoch for ts in mine),
-            "last_end_s": spread(max(t["finished"] for t in ts) - epoch for ts in mine)}
+            "last_end_s": spread(max(t["finished"] for t in ts) - epoch for ts in mine),
+            "busy_s_by_device": {d: spread(b) for d, b in sorted(by_device.items())}}
 
 
 def stage_profile(tasks: list, frames: int) -> dict:
@@ -355,7 +366,7 @@ def time_one_shape(args, client, dims, shape, n_frames, slots, device_encoded, w
                batch_size=batch,
                store_bytes=size, protocol=store.protocol, profile=profile,
                host_cores_busy=cpu, client_s=client_stages,
-               timeline=task_timeline(tasks, epoch))
+               timeline=task_timeline(tasks, epoch, dict(client.run(_pid_and_device).values())))
     grid = "x".join(map(str, shape))
     print(f"\n## {grid}: {n_frames} frames, {fps:.1f} frames/s, error {error:.1e}, verify "
           f"{'skipped' if verified is None else 'ok' if verified.ok else verified.bad or verified.metadata}"
@@ -379,6 +390,9 @@ def time_one_shape(args, client, dims, shape, n_frames, slots, device_encoded, w
               f"{t['busy_s'][0]:.2f}-{t['busy_s'][1]:.2f} s of the {elapsed:.2f} s, the first "
               f"starting at {t['first_start_s'][0]:.2f}-{t['first_start_s'][1]:.2f} s and the last "
               f"ending at {t['last_end_s'][0]:.2f}-{t['last_end_s'][1]:.2f} s")
+        if len(t["busy_s_by_device"]) > 1:
+            print("per device, its workers' tasks ran: " + "; ".join(
+                f"{d}: {a:.2f}-{b:.2f} s" for d, (a, b) in t["busy_s_by_device"].items()))
     if cpu:
         print(f"host cores busy during the run (of {os.cpu_count()}): " +
               ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
