@@ -292,6 +292,7 @@ def write_files(files: dict, durable: bool) -> tuple[float, float]:
 
     Returns the CPU time (user, system s) of the fsync threads (none without `durable`),
     for profiles that attribute host time; the calling thread's own is the caller's."""
+    import concurrent.futures
     import resource
 
     if not files:
@@ -325,7 +326,11 @@ def write_files(files: dict, durable: bool) -> tuple[float, float]:
                 while view:
                     view = view[os.write(descriptor, view):]
             if pool is not None:
-                list(pool.map(functools.partial(measured, os.fsync), written))
+                fsyncs = [pool.submit(measured, os.fsync, d) for d in written]
+                # Every fsync ends before any descriptor closes, failed or not.
+                concurrent.futures.wait(fsyncs)
+                for fsync in fsyncs:
+                    fsync.result()
         finally:
             for descriptor in written:
                 os.close(descriptor)
