@@ -53,7 +53,7 @@ def test_version_everywhere_is_pyprojects():
 
 
 def test_license_and_typing_marker():
-    assert PROJECT["license"]["text"] == "BSD-3-Clause"
+    assert PROJECT["license"] == "BSD-3-Clause" and PROJECT["license-files"] == ["LICENSE"]
     text = (ROOT / "LICENSE").read_text()
     assert text.startswith("BSD 3-Clause License") and "Neither the name of the copyright holder" in text
     assert (ROOT / "cryoensemble" / "py.typed").is_file()
