@@ -69,6 +69,28 @@ def test_a_trajectory_source_travels_as_file_names_and_reads_the_same():
         TrajectorySource(DATA / "adk.psf", DATA / "adk_dims.dcd", selection="resname (")
 
 
+def test_selections_by_guessed_type_or_mass_pick_what_mdanalysis_picks():
+    """Trajectories open without MDAnalysis' type and mass guesses (elements come from the
+    topology's own columns); a selection that needs them guesses them then, and picks
+    the atoms a Universe opened with MDAnalysis' defaults picks, in a worker's copy too."""
+    import warnings
+
+    import MDAnalysis
+
+    pdb, xtc = str(DATA / "adk_oplsaa.pdb"), str(DATA / "adk_oplsaa.xtc")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = MDAnalysis.Universe(pdb, xtc)
+    everything = TrajectorySource(pdb, xtc, frames="0:1")
+    assert "masses" not in dir(everything.reader.universe().atoms)  # nothing guessed
+    for selection in ("prop mass > 2 and resname LYS", "type S"):
+        source = TrajectorySource(pdb, xtc, frames="0:1", selection=selection)
+        expected = reference.select_atoms(selection)
+        assert 0 < len(expected) < len(reference.atoms)
+        for copy in (source, pickle.loads(pickle.dumps(source))):
+            np.testing.assert_array_equal(copy.read(0, 1)[0], expected.positions)
+
+
 def test_a_worker_opens_a_trajectory_once_for_all_its_frame_selections(monkeypatch):
     """A second render of other frames of the same files (a notebook's next frame, the
     warm huge-atom render) reuses the Universe the worker opened, and reads the right

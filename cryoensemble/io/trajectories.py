@@ -27,7 +27,11 @@ def _open_universe(topology: str, trajectories: tuple):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            universe = MDAnalysis.Universe(topology, *trajectories)
+            # Nothing guessed: elements come from the topology's own columns
+            # (`trajectory_elements` ignores guessed ones), and guessing types and masses
+            # is most of a large topology's opening time in every worker. A selection that
+            # needs them guesses them then (`TrajectoryReader.atoms`).
+            universe = MDAnalysis.Universe(topology, *trajectories, to_guess=())
         except Exception as error:  # noqa: BLE001 - MDAnalysis raises many kinds
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
             files = " + ".join((topology, *trajectories))
@@ -150,13 +154,26 @@ class TrajectoryReader:
         return self._universe
 
     def atoms(self):
-        """The selected atoms; a one-line error naming a bad selection."""
+        """The selected atoms; a one-line error naming a bad selection. A selection by
+        atom type or mass on a topology that lacks them gets MDAnalysis' guesses (as a
+        Universe opened with its defaults would have them)."""
+        universe = self.universe()
         try:
-            return self.universe().select_atoms(self.selection)
+            return universe.select_atoms(self.selection)
         except Exception as error:  # noqa: BLE001 - MDAnalysis raises several kinds
-            raise EnsembleSourceError(
-                f"selection {self.selection!r}: {str(error).splitlines()[0]}"
-            ) from None
+            failure = error
+        missing = [a for a in ("types", "masses") if not hasattr(universe.atoms, a)]
+        if missing:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                universe.guess_TopologyAttrs(to_guess=missing)
+            try:
+                return universe.select_atoms(self.selection)
+            except Exception as error:  # noqa: BLE001
+                failure = error
+        raise EnsembleSourceError(
+            f"selection {self.selection!r}: {str(failure).splitlines()[0]}"
+        ) from None
 
     def read(self, frames: np.ndarray, atom_mask: np.ndarray) -> np.ndarray:
         """Positions (len(frames), n_kept, 3) float32 of the atoms in `atom_mask`.
