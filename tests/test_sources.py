@@ -89,6 +89,10 @@ def test_selections_by_guessed_type_or_mass_pick_what_mdanalysis_picks():
         assert 0 < len(expected) < len(reference.atoms)
         for copy in (source, pickle.loads(pickle.dumps(source))):
             np.testing.assert_array_equal(copy.read(0, 1)[0], expected.positions)
+    # A topology with nothing to guess from (a DCD's bare atoms): a bad selection is still
+    # the one-line error that names it.
+    with pytest.raises(EnsembleSourceError, match="selection 'resname \\('"):
+        TrajectorySource(DATA / "adk_dims.dcd", DATA / "adk_dims.dcd", selection="resname (")
 
 
 def test_a_worker_opens_a_trajectory_once_for_all_its_frame_selections(monkeypatch):

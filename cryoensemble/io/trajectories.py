@@ -164,13 +164,17 @@ class TrajectoryReader:
             failure = error
         missing = [a for a in ("types", "masses") if not hasattr(universe.atoms, a)]
         if missing:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                universe.guess_TopologyAttrs(to_guess=missing)
             try:
-                return universe.select_atoms(self.selection)
-            except Exception as error:  # noqa: BLE001
-                failure = error
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    universe.guess_TopologyAttrs(to_guess=missing)
+            except Exception:  # noqa: BLE001 - nothing to guess from: the selection's error stands
+                pass
+            else:
+                try:
+                    return universe.select_atoms(self.selection)
+                except Exception as error:  # noqa: BLE001
+                    failure = error
         raise EnsembleSourceError(
             f"selection {self.selection!r}: {str(failure).splitlines()[0]}"
         ) from None
