@@ -155,12 +155,12 @@ def task_timeline(tasks: list, epoch: float, devices: dict) -> dict | None:
         return [min(values), max(values)]
 
     mine = per_worker.values()
+    busy = {pid: sum(t["finished"] - t["started"] for t in ts) for pid, ts in per_worker.items()}
     by_device: dict = {}
-    for pid, ts in per_worker.items():
-        by_device.setdefault(str(devices.get(pid)), []).append(
-            sum(t["finished"] - t["started"] for t in ts))
+    for pid, seconds in busy.items():
+        by_device.setdefault(str(devices.get(pid)), []).append(seconds)
     return {"tasks": spread(len(ts) for ts in mine),
-            "busy_s": spread(sum(t["finished"] - t["started"] for t in ts) for ts in mine),
+            "busy_s": spread(busy.values()),
             "first_start_s": spread(min(t["started"] for t in ts) - epoch for ts in mine),
             "last_end_s": spread(max(t["finished"] for t in ts) - epoch for ts in mine),
             "busy_s_by_device": {d: spread(b) for d, b in sorted(by_device.items())}}

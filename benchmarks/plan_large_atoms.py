@@ -4,9 +4,10 @@ before any task runs for `large_atoms.py`'s tiled AdK box (default 6 x 7 x 7 ima
 
 Per frame (0: `large_atoms.py`'s cold render, 1: its warm one), best of `--repeats`, wall
 and this process's CPU seconds (on a shared machine CPU seconds vary less): opening the
-trajectory, the tiled read of the frame, `bulk_centre` of it, and `plan_render` as `large_atoms.py` calls it
-(`outside="clip"`, the tiles beyond the grid cropped on purpose) and with the default box
-check (`outside="warn"`) on a grid of larger voxels that holds every atom.
+trajectory, the tiled read of the frame, `bulk_centre` of it, and `plan_render` as
+`large_atoms.py` calls it (`outside="clip"`, the tiles beyond the grid cropped on purpose)
+and with the default box check (`outside="warn"`) on a grid of larger voxels that holds
+every atom.
 
     python benchmarks/plan_large_atoms.py
     python benchmarks/plan_large_atoms.py --copies 5,6,7 --repeats 5
