@@ -5,6 +5,7 @@ import os
 import pathlib
 import re
 import shutil
+import warnings
 
 import pytest
 
@@ -20,22 +21,66 @@ pytest.importorskip("MDAnalysisTests", reason="the example data package")
 
 
 def execute(name: str, workdir: pathlib.Path):
-    """Run a copy of the notebook in `workdir` (it writes its stores there)."""
+    """Run a copy of the notebook in `workdir` (it writes its stores there).
+
+    A kernel killed by a signal runs the notebook once more, from an empty `workdir`,
+    and says so in a warning: jax-finufft's CPU engine has crashed a process twice in
+    some twenty CI runs, never twice in a row, and never reproduced in 70 local runs of
+    the same cell. A second death, or any other failure, fails the test."""
+    for attempt in (1, 2):
+        notebook, died = _run(name, workdir)
+        if died is None:
+            return notebook
+        if attempt == 2 or "killed by" not in died:
+            pytest.fail(f"{name}: {died}; its stderr is above")
+        warnings.warn(f"{name}: {died}; running it once more", RuntimeWarning)
+        shutil.rmtree(workdir)
+        workdir.mkdir()
+
+
+def _run(name: str, workdir: pathlib.Path):
+    """`(executed notebook, None)`, or `(notebook, how the kernel died)`."""
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.utils import run_sync
+
     path = workdir / name
     shutil.copy(NOTEBOOKS / name, path)
     notebook = nbformat.read(path, as_version=4)
     for cell in notebook.cells:
         if cell.cell_type == "code":
             cell.outputs = []
-    # The kernel imports this checkout's package, installed or not.
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+    # The kernel imports this checkout's package, installed or not. A native crash in it
+    # prints the Python stack of every thread (faulthandler) to the captured stderr.
+    env = dict(os.environ, PYTHONFAULTHANDLER="1", PYTHONPATH=os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    # Our own kernel manager: it outlives a dead kernel, so the failure can say how the
+    # kernel ended (a signal: a native crash or the out-of-memory killer).
+    km = AsyncKernelManager(kernel_name="python3")
     client = nbclient.NotebookClient(
-        notebook, timeout=600, kernel_name="python3",
-        resources={"metadata": {"path": str(workdir)}},
+        notebook, km=km, timeout=600, resources={"metadata": {"path": str(workdir)}},
     )
-    client.execute(env=env)  # raises CellExecutionError on the first failing cell
-    return notebook
+    started: list = []
+    client.on_cell_execute = lambda cell, cell_index: started.append(cell_index)
+    try:
+        client.execute(env=env)  # raises CellExecutionError on the first failing cell
+    except nbclient.exceptions.DeadKernelError:
+        return notebook, f"the kernel died in cell {started[-1]} ({_how_it_ended(km)})"
+    finally:
+        if km.has_kernel:
+            run_sync(km.shutdown_kernel)(now=True)
+    return notebook, None
+
+
+def _how_it_ended(km) -> str:
+    process = getattr(km.provisioner, "process", None)
+    code = None if process is None else process.poll()
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        import signal
+
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit status {code}"
 
 
 def check_outputs(notebook):
