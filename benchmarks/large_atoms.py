@@ -97,9 +97,12 @@ def main(argv=None):
                 # What render_ensemble(source, ..., client=client) does, keeping the tasks'
                 # reports. Tiles beyond the grid are cropped on purpose: the grid is the
                 # workload.
+                # It asks the workers first, so that a cold worker's JAX start-up overlaps
+                # the planning.
+                answer = ensemble._ask_workers_encode_on_device(client)
                 plan = plan_render(source, shape=shape, voxel_size=args.voxel_size, store=store,
                                    n_workers=slots, n_batches=args.n_batches, outside="clip")
-                plan = plan.for_workers(slots, ensemble.workers_encode_on_device(client))
+                plan = plan.for_workers(slots, answer(), ensemble._worker_memory(client))
                 t1 = time.perf_counter()
                 results = run_plan(plan, client).task_results
                 t2 = time.perf_counter()

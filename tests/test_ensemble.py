@@ -432,3 +432,36 @@ def test_tasks_run_in_the_order_of_the_conformations(client, tmp_path):
     starts = [r["start"] for r in results]
     assert starts[0] in (0, 8), starts
     assert np.mean(starts[:4]) < np.mean(starts[4:]), starts
+
+
+def test_a_given_clients_workers_are_asked_while_the_client_plans(client, tmp_path, monkeypatch):
+    """A cold GPU worker starts JAX to say whether it compresses on its device: with a
+    client given, render_ensemble asks before planning, so the two overlap, and the
+    render uses the answer."""
+    import threading
+
+    from cryoensemble.distributed import ensemble
+
+    asked, answers = threading.Event(), []
+    ask, plan = ensemble.workers_encode_on_device, ensemble.plan_render
+
+    def asking(dask_client):
+        asked.set()
+        answers.append(ask(dask_client))
+        return answers[-1]
+
+    def planning(*args, **kwargs):
+        # Asked after planning, the workers would not be asked yet: this waits in vain.
+        assert asked.wait(30), "the workers were not asked while the client planned"
+        return plan(*args, **kwargs)
+
+    monkeypatch.setattr(ensemble, "workers_encode_on_device", asking)
+    monkeypatch.setattr(ensemble, "plan_render", planning)
+    source = TrajectorySource(DATA / "adk.psf", DATA / "adk_dims.dcd", frames="0:3")
+    dataset = render_ensemble(source, shape=24, voxel_size=3.0, store=str(tmp_path / "s.zarr"),
+                              client=client, outside="clip")
+    assert answers == [False]  # CPU workers; asked once
+    assert int(dataset["rendered"].sum()) == 3
+    expected = direct_render(source.read(0, 1)[0] - centre_of(source).astype(np.float32),
+                             source.atomic_numbers, (24, 24, 24), 3.0)
+    assert relative_l2(dataset["potential"][0].values, expected) <= 1e-6

@@ -383,6 +383,18 @@ def workers_encode_on_device(client) -> bool:
     return bool(answers) and all(answers.values())
 
 
+def _ask_workers_encode_on_device(client):
+    """Start asking `client`'s workers `workers_encode_on_device` now, on a thread of its
+    own, and return what waits for the answer. A cold worker starts JAX to answer (seconds
+    on a GPU), which then overlaps the client's planning instead of following it."""
+    import concurrent.futures
+
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cryoensemble-ask")
+    answer = pool.submit(workers_encode_on_device, client)
+    pool.shutdown(wait=False)
+    return answer.result
+
+
 def _task_slots(client) -> int:
     return sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
 
@@ -470,6 +482,8 @@ def render_ensemble(
                      n_batches=n_batches, split=split, dtype=dtype,
                      extra_b_factor=extra_b_factor, center=center, truncation=truncation,
                      renderer=renderer, outside=outside, outside_tolerance=outside_tolerance)
+    # A given client's workers are asked now, so that their start-up overlaps planning.
+    answer = None if client is None or dry_run else _ask_workers_encode_on_device(client)
     plan = plan_render(source, n_workers=n_workers or os.cpu_count() or 1, **arguments)
     _checks.check_store_path(plan.store, plan.parameters, overwrite)
     _checks.check_scheduler_file(scheduler_file)
@@ -482,8 +496,8 @@ def render_ensemble(
         return plan
     with connect(client, scheduler_address, gpus, n_workers, scheduler_file=scheduler_file,
                  security=security) as dask_client:
-        plan = plan.for_workers(_task_slots(dask_client), workers_encode_on_device(dask_client),
-                                _worker_memory(dask_client))
+        encoded = answer() if answer is not None else workers_encode_on_device(dask_client)
+        plan = plan.for_workers(_task_slots(dask_client), encoded, _worker_memory(dask_client))
         if not embedded:
             _checks.check_memory(plan, _worker_memory(dask_client), "the cluster")
         run_plan(plan, dask_client, overwrite=overwrite, progress=progress)
