@@ -64,7 +64,8 @@ def _run(name: str, workdir: pathlib.Path):
     try:
         client.execute(env=env)  # raises CellExecutionError on the first failing cell
     except nbclient.exceptions.DeadKernelError:
-        return notebook, f"the kernel died in cell {started[-1]} ({_how_it_ended(km)})"
+        cell = started[-1] if started else "none yet"
+        return notebook, f"the kernel died in cell {cell} ({_how_it_ended(km)})"
     finally:
         if km.has_kernel:
             run_sync(km.shutdown_kernel)(now=True)
