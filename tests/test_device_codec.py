@@ -403,8 +403,8 @@ def test_planning_starts_no_jax_backend(tmp_path):
 
 def test_tasks_smaller_than_the_batch_store_only_their_conformations_without_compiling(
         tmp_path, monkeypatch):
-    """The default plan ends in tasks smaller than its batch (`_guided_tail`); on the GPU
-    task path they render padded to the batch and compress only their own volumes: the
+    """A plan's last task can be smaller than its batch; on the GPU task path such tasks
+    render padded to the batch and compress only their own volumes: the
     store equals a plain render of the same conformations, the padding is neither stored
     nor marked, and no task size cuts chunks of a new shape (an XLA compile each)."""
     from cryoensemble.distributed import _device_codec, plan_render, tasks

@@ -387,9 +387,7 @@ def _ask_workers_encode_on_device(client):
     """Start asking `client`'s workers `workers_encode_on_device` now, on a thread of its
     own, and return what waits for the answer. A cold worker starts JAX to answer (seconds
     on a GPU), which then overlaps the client's planning instead of following it."""
-    import concurrent.futures
-
-    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cryoensemble-ask")
+    pool = tasks._one_thread("cryoensemble-ask")
     answer = pool.submit(workers_encode_on_device, client)
     pool.shutdown(wait=False)
     return answer.result
